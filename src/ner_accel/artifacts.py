@@ -1,0 +1,82 @@
+"""The run directory: atomic writes, the resolved config, metrics.json and the per-entity report."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+
+from .config import UsageError
+from .metrics import metrics_table
+
+MODEL_DIR = "model"
+METRICS_FILE = "metrics.json"
+CONFIG_FILE = "train_config.json"
+REPORT_FILE = "report.txt"
+
+
+@contextmanager
+def atomic_directory(target: Path):
+    """Yield a temporary directory beside `target`; on success it replaces `target` in one rename."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield staging
+        if target.exists():
+            retired = target.with_name(f".{target.name}.old-{os.getpid()}")
+            target.rename(retired)
+            staging.rename(target)
+            shutil.rmtree(retired)
+        else:
+            staging.rename(target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_json(path: Path, data) -> None:
+    """Write JSON through a temporary file and an atomic replace: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def is_finished(run_dir: Path) -> bool:
+    return (run_dir / MODEL_DIR / "config.json").is_file() and (run_dir / METRICS_FILE).is_file()
+
+
+def check_run_dir(run_dir: Path, overwrite: bool, resuming: bool) -> None:
+    """Refuse to mix a new run into a directory that holds another run's finished results."""
+    if is_finished(run_dir) and not overwrite:
+        raise UsageError(
+            f"{run_dir}: already holds a finished run; pass --overwrite to replace it or --run-name for a new one"
+        )
+    if not resuming and not overwrite and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+        raise UsageError(
+            f"{run_dir}: holds checkpoints of an unfinished run; pass --resume latest to continue it or --overwrite"
+        )
+
+
+def report_text(results: dict[str, dict]) -> str:
+    """Plain-text per-entity tables, one per evaluation set."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=100, color_system=None)
+    for name, metrics in results.items():
+        console.print(metrics_table(metrics, name))
+    return buffer.getvalue()
+
+
+def save_final(run_dir: Path, model, tokenizer, history: list[dict], results: dict[str, dict]) -> None:
+    """The model in plain transformers form, its tokenizer, every evaluation and the final per-entity report."""
+    with atomic_directory(run_dir / MODEL_DIR) as staging:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+    (run_dir / REPORT_FILE).write_text(report_text(results), encoding="utf-8")
+    write_json(run_dir / METRICS_FILE, {"evaluations": history, "final": results})

@@ -1,0 +1,99 @@
+"""Batches of similar length (little padding), reproducible by seed and identical for any number of processes."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from transformers import DataCollatorForTokenClassification
+
+from .alignment import IGNORE
+
+MODEL_INPUTS = ["input_ids", "attention_mask", "labels"]
+
+
+class LengthGroupedBatches:
+    """Global batches: random groups of `group_batches` batches, sorted by length inside each group, then the
+    batches shuffled. group_batches=1 gives plain random batches; shuffle=False gives longest-first batches.
+
+    Every process draws the same global batches from (seed, epoch); Accelerate (split_batches=True) hands each
+    process its slice, so N processes see exactly the batches one process sees. With `fill_last`, the short last
+    batch is topped up with filler rows (index >= len(data), labels ignored) so no process repeats real data.
+    """
+
+    def __init__(
+        self, lengths, batch_size: int, seed: int = 0, group_batches: int = 64, shuffle: bool = True,
+        fill_last: bool = False,
+    ) -> None:
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size  # read by accelerate's BatchSamplerShard
+        self.drop_last = False
+        self.seed, self.group_batches, self.shuffle, self.fill_last = seed, group_batches, shuffle, fill_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
+        group = self.batch_size * self.group_batches if self.shuffle else len(order)
+        batches = []
+        for start in range(0, len(order), group):
+            chunk = order[start : start + group]
+            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        last = batches.pop() if len(batches[-1]) < self.batch_size else None
+        if self.shuffle:
+            rng.shuffle(batches)
+        if last is not None:  # the short batch goes last, where accelerate's sharding expects it
+            if self.fill_last:
+                last = np.concatenate([last, len(self.lengths) + np.resize(last, self.batch_size - len(last))])
+            batches.append(last)
+        return iter([b.tolist() for b in batches])
+
+
+class WithFillers(torch.utils.data.Dataset):
+    """Rows of an encoded dataset; an index past the end returns a real row whose labels are all ignored."""
+
+    def __init__(self, data) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        size = len(self.data)
+        rows = self.data.__getitems__([i % size for i in indices])
+        for index, row in zip(indices, rows):
+            if index >= size:
+                row["labels"] = [IGNORE] * len(row["labels"])
+        return rows
+
+
+def padding_efficiency(lengths, batches) -> float:
+    """Real tokens over padded tokens for a sequence of batches (index lists)."""
+    lengths = np.asarray(lengths)
+    real = sum(int(lengths[b].sum()) for b in batches)
+    padded = sum(int(lengths[b].max()) * len(b) for b in batches)
+    return real / padded
+
+
+def make_loader(
+    data, tokenizer, batch_size: int, seed: int, train: bool, group_by_length: bool = True,
+    num_processes: int = 1, pad_to_multiple_of: int | None = None, num_workers: int = 0,
+) -> DataLoader:
+    """A DataLoader over encoded rows with global batches of `batch_size` (all processes together)."""
+    sampler = LengthGroupedBatches(
+        data["length"], batch_size, seed, group_batches=64 if group_by_length else 1, shuffle=train,
+        fill_last=train and num_processes > 1,
+    )
+    rows = data.select_columns(MODEL_INPUTS)
+    collate = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+    return DataLoader(
+        WithFillers(rows) if train else rows, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+    )

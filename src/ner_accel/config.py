@@ -1,0 +1,183 @@
+"""One typed configuration for a training run, read from the command line and an optional YAML/JSON file."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from transformers import HfArgumentParser
+
+
+class UsageError(Exception):
+    """Bad input the user can fix: printed as one line, exit code 2, nothing written."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; defaults follow the seed recipe (xlm-roberta-base on PAN-X German)."""
+
+    # Model and data
+    model: str = field(
+        default="xlm-roberta-base",
+        metadata={"help": "Hub id or local directory of a pretrained encoder with a fast tokenizer."},
+    )
+    dataset: str = field(
+        default="google/xtreme",
+        metadata={"help": "Hub id (or local copy in the Hub layout) of XTREME; PAN-X.<lang> is read from it."},
+    )
+    languages: list[str] = field(
+        default_factory=lambda: ["de"], metadata={"help": "PAN-X languages to train on (Hub data)."}
+    )
+    data_dir: list[str] | None = field(
+        default=None,
+        metadata={"help": "Local directories with train/validation[/test] .conll or .jsonl files (replaces --dataset)."},
+    )
+    language_fractions: list[float] | None = field(
+        default=None,
+        metadata={"help": "Fraction of each language's training set to use, one per language (multilingual runs)."},
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training sentences."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation sentences."})
+    max_length: int | None = field(
+        default=None, metadata={"help": "Truncate to this many sub-tokens (default: the model's limit, at most 512)."}
+    )
+    label_all_tokens: bool = field(
+        default=False, metadata={"help": "Label every sub-token of a word (continuations become I-), not only the first."}
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow model code from the model repository to run (off: never executed)."}
+    )
+
+    # Optimisation
+    num_train_epochs: int = field(default=3, metadata={"help": "Passes over the training set."})
+    per_device_train_batch_size: int = field(default=24, metadata={"help": "Sentences per device per micro-batch."})
+    per_device_eval_batch_size: int = field(default=24, metadata={"help": "Sentences per device in evaluation."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate of AdamW."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and LayerNorm)."})
+    lr_scheduler_type: str = field(default="linear", metadata={"help": "Any transformers.get_scheduler name."})
+    warmup_steps: int = field(default=0, metadata={"help": "Warmup optimizer steps (wins over --warmup-ratio)."})
+    warmup_ratio: float = field(default=0.0, metadata={"help": "Warmup as a fraction of all optimizer steps."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Clip gradients to this global norm (0: off)."})
+    seed: int = field(default=42, metadata={"help": "Seed for weights, dropout and batch order."})
+
+    # Runtime
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = field(
+        default="auto",
+        metadata={"help": "auto: the accelerate config's choice, else bf16 where the device supports it, else no."},
+    )
+    group_by_length: bool = field(
+        default=True, metadata={"help": "Batch sentences of similar length together (same data, less padding)."}
+    )
+    dataloader_num_workers: int = field(default=0, metadata={"help": "Worker processes for collation."})
+
+    # Logging, evaluation and artifacts
+    output_dir: str = field(default="artifacts", metadata={"help": "Runs are written to <output-dir>/<run-name>/."})
+    run_name: str | None = field(
+        default=None, metadata={"help": "Default: <model>-finetuned-panx-<languages>, like the seed."}
+    )
+    logging_steps: int = field(default=50, metadata={"help": "Log loss and learning rate every N optimizer steps."})
+    eval_steps: int | None = field(default=None, metadata={"help": "Evaluate every N optimizer steps (default: each epoch)."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace a finished run already in the run directory."})
+
+    # Checkpoints and resume
+    checkpoint_steps: int | None = field(
+        default=None, metadata={"help": "Save a resumable checkpoint every N optimizer steps (and at each epoch end)."}
+    )
+    keep_checkpoints: int = field(default=2, metadata={"help": "Keep the last K checkpoints (plus the best)."})
+    load_best: bool = field(default=False, metadata={"help": "Make the final model the best by validation F1."})
+    patience: int | None = field(default=None, metadata={"help": "Stop after N evaluations without a better F1."})
+    resume: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint directory to continue from."})
+
+    def __post_init__(self) -> None:
+        positive = {
+            "--num-train-epochs": self.num_train_epochs,
+            "--per-device-train-batch-size": self.per_device_train_batch_size,
+            "--per-device-eval-batch-size": self.per_device_eval_batch_size,
+            "--gradient-accumulation-steps": self.gradient_accumulation_steps,
+            "--logging-steps": self.logging_steps,
+            "--keep-checkpoints": self.keep_checkpoints,
+        }
+        optional_positive = {
+            "--max-train-samples": self.max_train_samples,
+            "--max-eval-samples": self.max_eval_samples,
+            "--max-length": self.max_length,
+            "--eval-steps": self.eval_steps,
+            "--checkpoint-steps": self.checkpoint_steps,
+            "--patience": self.patience,
+        }
+        for flag, value in {**positive, **{k: v for k, v in optional_positive.items() if v is not None}}.items():
+            if value <= 0:
+                raise UsageError(f"{flag} must be a positive integer, got {value}")
+        if self.learning_rate <= 0:
+            raise UsageError(f"--learning-rate must be positive, got {self.learning_rate}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise UsageError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.max_length is not None and self.max_length < 3:
+            raise UsageError(f"--max-length must leave room for special tokens and a word, got {self.max_length}")
+        sources = self.data_dir if self.data_dir else self.languages
+        if self.language_fractions is not None:
+            if len(self.language_fractions) != len(sources):
+                raise UsageError(
+                    f"--language-fractions has {len(self.language_fractions)} values for {len(sources)} "
+                    "languages/data directories; give one fraction each"
+                )
+            if not all(0 < f <= 1 for f in self.language_fractions):
+                raise UsageError(f"--language-fractions must lie in (0, 1], got {self.language_fractions}")
+
+    @property
+    def default_run_name(self) -> str:
+        model = Path(self.model.rstrip("/")).name
+        if self.data_dir:
+            data = "-".join(Path(d.rstrip("/")).name for d in self.data_dir)
+        else:
+            data = "panx-" + "-".join(self.languages)
+        return f"{model}-finetuned-{data}"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / (self.run_name or self.default_run_name)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _read_config_file(path: str) -> dict:
+    """Read a YAML or JSON mapping of option names (dashes or underscores) to values."""
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"{path}: config file not found; pass an existing .yaml or .json file to --config")
+    text = file.read_text(encoding="utf-8")
+    try:
+        values = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise UsageError(f"{path}: not valid {'JSON' if file.suffix == '.json' else 'YAML'} ({error}); fix the syntax")
+    if not isinstance(values, dict):
+        raise UsageError(f"{path}: expected a mapping of option names to values at the top level")
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {key.replace("-", "_"): value for key, value in values.items()}
+    for key in values:
+        if key not in names:
+            raise UsageError(f"{path}: unknown key '{key}'; run with --help for the option names")
+    return values
+
+
+def parse_config(argv: list[str] | None = None, config_class: type = TrainConfig):
+    """Parse argv (default sys.argv[1:]); `--config FILE` supplies values that command-line flags override."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(config_class, description=__doc__)
+    parser.add_argument("--config", default=None, help="YAML or JSON file of options (flags given here win).")
+    known, _ = parser.parse_known_args(argv)
+    if known.config:
+        parser.set_defaults(**_read_config_file(known.config))
+    config, *_, extra = parser.parse_args_into_dataclasses(
+        argv, return_remaining_strings=True, look_for_args_file=False
+    )
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return config

@@ -1,0 +1,221 @@
+"""Load NER corpora (Hub PAN-X or local CoNLL / JSON Lines) into word-level datasets with string tags."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datasets import Dataset, concatenate_datasets
+
+from .config import UsageError
+from .hub import load_hub_panx
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+CONLL_SUFFIXES = (".conll", ".txt", ".tsv", ".iob", ".iob2")
+JSONL_SUFFIXES = (".jsonl",)
+
+
+@dataclass
+class Corpus:
+    """Word-level splits: training data concatenated over sources, evaluation data kept per source."""
+
+    labels: list[str]
+    train: Dataset
+    validation: dict[str, Dataset]
+    test: dict[str, Dataset] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Readers: one sentence = {"tokens": [...], "tags": [...]}; errors name the file, the line and the fix.
+
+
+def check_tag(tag: str, where: str) -> None:
+    """Accept IOB2 tags only: O, B-TYPE, I-TYPE."""
+    if tag == "O" or (len(tag) > 2 and tag[:2] in ("B-", "I-")):
+        return
+    raise UsageError(f"{where}: tag '{tag}' is not IOB2; use O, B-<TYPE> or I-<TYPE> (e.g. B-PER)")
+
+
+def read_conll(path: Path) -> list[dict]:
+    """Token and tag per line (tab or space separated, tag last), blank line between sentences."""
+    sentences, tokens, tags = [], [], []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                if tokens:
+                    sentences.append({"tokens": tokens, "tags": tags})
+                    tokens, tags = [], []
+                continue
+            if line.startswith("-DOCSTART-"):
+                continue
+            columns = line.split("\t") if "\t" in line else line.split()
+            if len(columns) < 2:
+                raise UsageError(
+                    f"{path}:{number}: expected 'token<TAB>tag' but found one column ({line[:40]!r}); "
+                    "add the tag column or a blank line between sentences"
+                )
+            check_tag(columns[-1].strip(), f"{path}:{number}")
+            tokens.append(columns[0])
+            tags.append(columns[-1].strip())
+    if tokens:
+        sentences.append({"tokens": tokens, "tags": tags})
+    return sentences
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """One JSON object a line with "tokens" and "ner_tags" (string tags) of equal length."""
+    sentences = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise UsageError(f"{where}: not valid JSON ({error.msg}); write one JSON object per line")
+            if not isinstance(row, dict) or not isinstance(row.get("tokens"), list):
+                raise UsageError(f'{where}: expected an object with "tokens" and "ner_tags" lists')
+            tokens, tags = row["tokens"], row.get("ner_tags", row.get("tags"))
+            if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+                raise UsageError(f'{where}: "ner_tags" must be a list of string tags such as "B-PER"')
+            if len(tokens) != len(tags):
+                raise UsageError(
+                    f"{where}: {len(tokens)} tokens but {len(tags)} ner_tags; give exactly one tag per token"
+                )
+            for tag in tags:
+                check_tag(tag, where)
+            if tokens:
+                sentences.append({"tokens": [str(t) for t in tokens], "tags": tags})
+    return sentences
+
+
+def find_split_file(directory: Path, split: str) -> Path | None:
+    """The one file named <split>.<conll|txt|tsv|iob|iob2|jsonl> in directory, if any."""
+    found = [directory / f"{split}{suffix}" for suffix in CONLL_SUFFIXES + JSONL_SUFFIXES]
+    found = [path for path in found if path.is_file()]
+    if len(found) > 1:
+        raise UsageError(f"{directory}: several files for split '{split}' ({', '.join(p.name for p in found)}); keep one")
+    return found[0] if found else None
+
+
+def read_split(path: Path) -> list[dict]:
+    sentences = read_jsonl(path) if path.suffix in JSONL_SUFFIXES else read_conll(path)
+    if not sentences:
+        raise UsageError(f"{path}: no sentences found; the split file is empty")
+    return sentences
+
+
+def load_local_dir(directory: str) -> dict[str, list[dict]]:
+    """Read the train, validation and (optional) test files of one local directory."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise UsageError(f"--data-dir {directory}: directory not found; pass a directory holding train/validation files")
+    splits = {}
+    for split in SPLITS:
+        path = find_split_file(root, split)
+        if path is None and split != "test":
+            raise UsageError(
+                f"{root}: no {split} file; add {split}.conll (token<TAB>tag lines) or {split}.jsonl to the directory"
+            )
+        if path is not None:
+            splits[split] = read_split(path)
+    return splits
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Labels
+
+
+def labels_from_tags(tag_lists) -> list[str]:
+    """O first, then B- and I- of each entity type in sorted order; both are kept whenever either is seen."""
+    types = sorted({tag[2:] for tags in tag_lists for tag in tags if tag != "O"})
+    return ["O"] + [f"{prefix}-{kind}" for kind in types for prefix in ("B", "I")]
+
+
+def count_bad_starts(tag_lists) -> int:
+    """I-X tags that follow O or a different type: seqeval reads them as entity starts."""
+    bad = 0
+    for tags in tag_lists:
+        previous = "O"
+        for tag in tags:
+            if tag.startswith("I-") and previous[2:] != tag[2:]:
+                bad += 1
+            previous = tag
+    return bad
+
+
+def check_known_tags(sentences: list[dict], labels: list[str], where: str) -> None:
+    known = set(labels)
+    for number, sentence in enumerate(sentences, start=1):
+        for tag in sentence["tags"]:
+            if tag not in known:
+                raise UsageError(
+                    f"{where}: sentence {number} has tag '{tag}' that the training data never uses; "
+                    "add it to the training data or fix the tag"
+                )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Corpus assembly
+
+
+def take(sentences: list[dict], limit: int | None, fraction: float | None, seed: int) -> list[dict]:
+    """Apply a language fraction (a seeded sample, as the book samples PAN-X) and then a --max-*-samples cut."""
+    if fraction is not None and fraction < 1.0:
+        sample = Dataset.from_list(sentences).shuffle(seed=seed).select(range(max(1, int(fraction * len(sentences)))))
+        sentences = sample.to_list()
+    return sentences[:limit] if limit is not None else sentences
+
+
+def load_corpus(
+    data_dirs: list[str] | None,
+    dataset: str,
+    languages: list[str],
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    fractions: list[float] | None = None,
+    seed: int = 42,
+) -> Corpus:
+    """Read every source, derive the label set from training data, and check evaluation tags against it."""
+    if data_dirs:
+        sources = {Path(d.rstrip("/")).name or d: load_local_dir(d) for d in data_dirs}
+        hub_labels = None
+    else:
+        sources, hub_labels = {}, None
+        for language in languages:
+            sources[language], hub_labels = load_hub_panx(dataset, language)
+    fractions = fractions or [None] * len(sources)
+
+    train_parts = {
+        name: take(splits["train"], max_train_samples, fraction, seed)
+        for (name, splits), fraction in zip(sources.items(), fractions)
+    }
+    labels = hub_labels or labels_from_tags(s["tags"] for part in train_parts.values() for s in part)
+    corpus = Corpus(labels=labels, train=None, validation={}, test={})
+    for name, splits in sources.items():
+        for split in ("validation", "test"):
+            if split in splits:
+                sentences = take(splits[split], max_eval_samples, None, seed)
+                check_known_tags(sentences, labels, f"{name}/{split}")
+                getattr(corpus, split)[name] = to_dataset(sentences, name)
+    bad = count_bad_starts(s["tags"] for part in train_parts.values() for s in part)
+    if bad:
+        logger.warning("training data: %d I- tags follow O or another type; read as entity starts (as seqeval)", bad)
+    corpus.train = concatenate_datasets([to_dataset(part, name) for name, part in train_parts.items()])
+    return corpus
+
+
+def to_dataset(sentences: list[dict], language: str) -> Dataset:
+    return Dataset.from_dict(
+        {
+            "tokens": [s["tokens"] for s in sentences],
+            "tags": [s["tags"] for s in sentences],
+            "language": [language] * len(sentences),
+        }
+    )

@@ -1,0 +1,59 @@
+"""Tokenize word-level datasets once (datasets.map) and keep the result memory-mapped in an on-disk cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from functools import partial
+from pathlib import Path
+
+import datasets
+from datasets import Dataset
+
+from .alignment import encode_batch
+
+logger = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """Identifies the tokenizer by content, so a changed vocabulary never reuses a stale cache."""
+    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
+
+
+def encode_dataset(
+    words: Dataset, tokenizer, labels: list[str], max_length: int, label_all_tokens: bool, name: str,
+    cache_dir: str | None = None,
+) -> Dataset:
+    """Sub-token inputs and aligned labels for every sentence, cached by content (words, tokenizer, settings)."""
+    key = json.dumps(
+        [FORMAT_VERSION, words._fingerprint, tokenizer_fingerprint(tokenizer), labels, max_length, label_all_tokens]
+    )
+    cache = Path(cache_dir or os.environ.get("HF_DATASETS_CACHE") or datasets.config.HF_DATASETS_CACHE) / "ner_accel"
+    cache.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+    encoded = words.map(
+        partial(
+            encode_batch,
+            tokenizer=tokenizer,
+            label2id={label: i for i, label in enumerate(labels)},
+            max_length=max_length,
+            label_all_tokens=label_all_tokens,
+        ),
+        batched=True,
+        remove_columns=["tokens", "tags"],
+        cache_file_name=str(cache / f"encoded-{digest}.arrow"),
+        new_fingerprint=digest,
+        desc=f"Tokenizing {name}",
+    )
+    lost = encoded["words_lost"]
+    if any(lost):
+        sentences = sum(1 for n in lost if n)
+        logger.warning(
+            "%s: %d words in %d sentences have no sub-token within --max-length %d (cut or empty after "
+            "tokenization); they are neither trained nor scored",
+            name, sum(lost), sentences, max_length,
+        )
+    return encoded

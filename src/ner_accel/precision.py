@@ -1,0 +1,33 @@
+"""Choose the mixed-precision mode: what the user or accelerate config asked for, else what the device does fast."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .config import UsageError
+
+
+def cpu_has_native_bf16() -> bool:
+    """bf16 autocast only pays on CPUs with bf16 instructions (AVX512-BF16 or AMX); elsewhere it is emulated."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_mixed_precision(choice: str, use_cpu: bool | None = None) -> str:
+    """'auto' takes `accelerate launch`'s setting if given, else bf16 where it is native, else fp32 ('no')."""
+    cuda = torch.cuda.is_available() and not (use_cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"))
+    if choice == "auto":
+        choice = os.environ.get("ACCELERATE_MIXED_PRECISION") or (
+            ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else ("bf16" if cpu_has_native_bf16() else "no")
+        )
+    if choice == "fp16" and not cuda:
+        raise UsageError("--mixed-precision fp16 needs a CUDA GPU; on CPU use --mixed-precision bf16 or no")
+    if choice == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise UsageError("--mixed-precision bf16: this GPU has no bf16 support; use --mixed-precision fp16 or no")
+    return choice
