@@ -85,7 +85,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     pieces = set()
     for word in WORDS:
         if len(word) > 5:  # split long words into a head and ##-continuations, so alignment is exercised
-            pieces.update([word[:3], *(f"##{word[i:i + 3]}" for i in range(3, len(word), 3))])
+            pieces.update([word[:3], *(f"##{word[i : i + 3]}" for i in range(3, len(word), 3))])
         else:
             pieces.add(word)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(pieces)]
@@ -96,8 +96,13 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=core, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-        mask_token="[MASK]", model_max_length=64,
+        tokenizer_object=core,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=64,
     )
 
 
@@ -105,8 +110,13 @@ def build_model_dir(path: Path, labels=("O", "B-LOC", "I-LOC", "B-ORG", "I-ORG",
     """Save a tiny randomly initialised BERT (2 layers, hidden 32) with the tiny tokenizer, like a Hub model."""
     tokenizer = build_tokenizer()
     settings = dict(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-        max_position_embeddings=64, num_labels=len(labels),
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=len(labels),
     )
     settings.update(config)
     model = BertForTokenClassification(BertConfig(**settings))

@@ -58,7 +58,12 @@ def check_run_dir(run_dir: Path, overwrite: bool, resuming: bool) -> None:
         raise UsageError(
             f"{run_dir}: already holds a finished run; pass --overwrite to replace it or --run-name for a new one"
         )
-    if not resuming and not overwrite and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+    if (
+        not resuming
+        and not overwrite
+        and (run_dir / "checkpoints").is_dir()
+        and any((run_dir / "checkpoints").iterdir())
+    ):
         raise UsageError(
             f"{run_dir}: holds checkpoints of an unfinished run; pass --resume latest to continue it or --overwrite"
         )

@@ -35,7 +35,9 @@ class TrainConfig:
     )
     data_dir: list[str] | None = field(
         default=None,
-        metadata={"help": "Local directories with train/validation[/test] .conll or .jsonl files (replaces --dataset)."},
+        metadata={
+            "help": "Local directories with train/validation[/test] .conll or .jsonl files (replaces --dataset)."
+        },
     )
     language_fractions: list[float] | None = field(
         default=None,
@@ -47,7 +49,8 @@ class TrainConfig:
         default=None, metadata={"help": "Truncate to this many sub-tokens (default: the model's limit, at most 512)."}
     )
     label_all_tokens: bool = field(
-        default=False, metadata={"help": "Label every sub-token of a word (continuations become I-), not only the first."}
+        default=False,
+        metadata={"help": "Label every sub-token of a word (continuations become I-), not only the first."},
     )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow model code from the model repository to run (off: never executed)."}
@@ -82,7 +85,9 @@ class TrainConfig:
         default=None, metadata={"help": "Default: <model>-finetuned-panx-<languages>, like the seed."}
     )
     logging_steps: int = field(default=50, metadata={"help": "Log loss and learning rate every N optimizer steps."})
-    eval_steps: int | None = field(default=None, metadata={"help": "Evaluate every N optimizer steps (default: each epoch)."})
+    eval_steps: int | None = field(
+        default=None, metadata={"help": "Evaluate every N optimizer steps (default: each epoch)."}
+    )
     overwrite: bool = field(default=False, metadata={"help": "Replace a finished run already in the run directory."})
 
     # Checkpoints and resume
@@ -156,7 +161,7 @@ def _read_config_file(path: str) -> dict:
     try:
         values = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise UsageError(f"{path}: not valid {'JSON' if file.suffix == '.json' else 'YAML'} ({error}); fix the syntax")
+        raise UsageError(f"{path}: not valid {'JSON' if file.suffix == '.json' else 'YAML'} ({error}); fix the syntax") from None
     if not isinstance(values, dict):
         raise UsageError(f"{path}: expected a mapping of option names to values at the top level")
     names = {f.name for f in dataclasses.fields(TrainConfig)}

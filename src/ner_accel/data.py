@@ -78,7 +78,7 @@ def read_jsonl(path: Path) -> list[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
-                raise UsageError(f"{where}: not valid JSON ({error.msg}); write one JSON object per line")
+                raise UsageError(f"{where}: not valid JSON ({error.msg}); write one JSON object per line") from None
             if not isinstance(row, dict) or not isinstance(row.get("tokens"), list):
                 raise UsageError(f'{where}: expected an object with "tokens" and "ner_tags" lists')
             tokens, tags = row["tokens"], row.get("ner_tags", row.get("tags"))
@@ -100,7 +100,9 @@ def find_split_file(directory: Path, split: str) -> Path | None:
     found = [directory / f"{split}{suffix}" for suffix in CONLL_SUFFIXES + JSONL_SUFFIXES]
     found = [path for path in found if path.is_file()]
     if len(found) > 1:
-        raise UsageError(f"{directory}: several files for split '{split}' ({', '.join(p.name for p in found)}); keep one")
+        raise UsageError(
+            f"{directory}: several files for split '{split}' ({', '.join(p.name for p in found)}); keep one"
+        )
     return found[0] if found else None
 
 
@@ -115,7 +117,9 @@ def load_local_dir(directory: str) -> dict[str, list[dict]]:
     """Read the train, validation and (optional) test files of one local directory."""
     root = Path(directory)
     if not root.is_dir():
-        raise UsageError(f"--data-dir {directory}: directory not found; pass a directory holding train/validation files")
+        raise UsageError(
+            f"--data-dir {directory}: directory not found; pass a directory holding train/validation files"
+        )
     splits = {}
     for split in SPLITS:
         path = find_split_file(root, split)

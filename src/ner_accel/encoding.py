@@ -24,7 +24,12 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def encode_dataset(
-    words: Dataset, tokenizer, labels: list[str], max_length: int, label_all_tokens: bool, name: str,
+    words: Dataset,
+    tokenizer,
+    labels: list[str],
+    max_length: int,
+    label_all_tokens: bool,
+    name: str,
     cache_dir: str | None = None,
 ) -> Dataset:
     """Sub-token inputs and aligned labels for every sentence, cached by content (words, tokenizer, settings)."""
@@ -54,6 +59,9 @@ def encode_dataset(
         logger.warning(
             "%s: %d words in %d sentences have no sub-token within --max-length %d (cut or empty after "
             "tokenization); they are neither trained nor scored",
-            name, sum(lost), sentences, max_length,
+            name,
+            sum(lost),
+            sentences,
+            max_length,
         )
     return encoded

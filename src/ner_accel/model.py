@@ -82,8 +82,11 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedToke
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, **pretrained_kwargs(name, trust_remote_code))
     except OSError as error:
-        raise UsageError(offline_hint(name) if "local_files_only" in pretrained_kwargs(name, False) else
-                         f"--model {name}: cannot load its tokenizer ({error}); pass a model directory with one")
+        raise UsageError(
+            offline_hint(name)
+            if "local_files_only" in pretrained_kwargs(name, False)
+            else f"--model {name}: cannot load its tokenizer ({error}); pass a model directory with one"
+        ) from error
     if not tokenizer.is_fast:
         raise UsageError(
             f"--model {name}: the tokenizer is a slow (Python) tokenizer without word_ids(); "
@@ -104,10 +107,15 @@ def model_config(name: str, labels: list[str], trust_remote_code: bool = False, 
             **overrides,
         )
     except OSError as error:
-        raise UsageError(offline_hint(name) if "local_files_only" in pretrained_kwargs(name, False) else
-                         f"--model {name}: cannot load its config ({error})")
+        raise UsageError(
+            offline_hint(name)
+            if "local_files_only" in pretrained_kwargs(name, False)
+            else f"--model {name}: cannot load its config ({error})"
+        ) from error
     if config.model_type not in HEADS:
-        raise UsageError(f"--model {name}: model type '{config.model_type}' has no head here; use one of {sorted(HEADS)}")
+        raise UsageError(
+            f"--model {name}: model type '{config.model_type}' has no head here; use one of {sorted(HEADS)}"
+        )
     return config
 
 

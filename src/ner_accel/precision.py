@@ -21,10 +21,14 @@ def cpu_has_native_bf16() -> bool:
 
 def resolve_mixed_precision(choice: str, use_cpu: bool | None = None) -> str:
     """'auto' takes `accelerate launch`'s setting if given, else bf16 where it is native, else fp32 ('no')."""
-    cuda = torch.cuda.is_available() and not (use_cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"))
+    cuda = torch.cuda.is_available() and not (
+        use_cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
+    )
     if choice == "auto":
         choice = os.environ.get("ACCELERATE_MIXED_PRECISION") or (
-            ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else ("bf16" if cpu_has_native_bf16() else "no")
+            ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+            if cuda
+            else ("bf16" if cpu_has_native_bf16() else "no")
         )
     if choice == "fp16" and not cuda:
         raise UsageError("--mixed-precision fp16 needs a CUDA GPU; on CPU use --mixed-precision bf16 or no")

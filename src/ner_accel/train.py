@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import sys
 from contextlib import nullcontext
 
@@ -28,6 +29,7 @@ from transformers.utils import logging as hf_logging
 from .alignment import IGNORE
 from .artifacts import CONFIG_FILE, check_run_dir, save_final, write_json
 from .batching import make_loader, padding_efficiency
+from .checkpoint import Checkpoints, TrainerState, load_trainer_state, resolve_resume
 from .config import TrainConfig, UsageError, parse_config
 from .data import load_corpus
 from .encoding import encode_dataset
@@ -106,7 +108,44 @@ def setup_logging(accelerator: Accelerator) -> Console:
         force=True,
     )
     hf_logging.set_verbosity_error()
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # save_state logs every file it writes
     return console
+
+
+class Preempted(Exception):
+    """SIGTERM/SIGINT arrived: the run saved a checkpoint and stops."""
+
+    def __init__(self, checkpoint, signal_number: int) -> None:
+        super().__init__(str(checkpoint))
+        self.checkpoint, self.signal_number = checkpoint, signal_number
+
+
+class StopSignal:
+    """Record SIGTERM/SIGINT (Slurm --signal, spot notices, Ctrl-C) so the loop stops after the current step."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, self._handle)
+
+    def _handle(self, number: int, frame) -> None:
+        self.received = number
+
+    def requested(self, accelerator: Accelerator) -> bool:
+        """All processes must agree on the step to stop at, so the flag is all-reduced when there are several."""
+        if accelerator.num_processes == 1:
+            return bool(self.received)
+        flag = torch.tensor(float(self.received), device=accelerator.device)
+        self.received = int(accelerator.reduce(flag, "max").item())
+        return bool(self.received)
+
+
+def mean_loss(running_loss: torch.Tensor, steps: int, step: int, accelerator: Accelerator) -> float:
+    """Mean per-token loss over the last `steps` steps; a non-finite value stops the run (one host sync)."""
+    loss = accelerator.reduce(running_loss, "sum").item() / max(steps, 1)
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"non-finite training loss ({loss}) in the {steps} optimizer steps up to step {step}")
+    return loss
 
 
 def train(config: TrainConfig) -> dict:
@@ -119,97 +158,166 @@ def train(config: TrainConfig) -> dict:
     set_seed(config.seed)
     run_dir = config.run_dir
     check_run_dir(run_dir, config.overwrite, resuming=config.resume is not None)
+    resume_from = resolve_resume(config.resume, run_dir) if config.resume else None
 
     # Data: read words, tokenize once (main process first, the others read its cache).
     tokenizer = load_tokenizer(config.model, config.trust_remote_code)
     corpus = load_corpus(
-        config.data_dir, config.dataset, config.languages, config.max_train_samples, config.max_eval_samples,
-        config.language_fractions, config.seed,
+        config.data_dir,
+        config.dataset,
+        config.languages,
+        config.max_train_samples,
+        config.max_eval_samples,
+        config.language_fractions,
+        config.seed,
     )
+    state = load_trainer_state(resume_from, corpus.labels) if resume_from else TrainerState(labels=corpus.labels)
     max_length = min(config.max_length or tokenizer.model_max_length, tokenizer.model_max_length, 512)
     with accelerator.main_process_first():
-        train_rows = encode_dataset(corpus.train, tokenizer, corpus.labels, max_length, config.label_all_tokens, "train")
+        train_rows = encode_dataset(
+            corpus.train, tokenizer, corpus.labels, max_length, config.label_all_tokens, "train"
+        )
         eval_rows = {
-            name: encode_dataset(words, tokenizer, corpus.labels, max_length, config.label_all_tokens, f"{name}/validation")
+            name: encode_dataset(
+                words, tokenizer, corpus.labels, max_length, config.label_all_tokens, f"{name}/validation"
+            )
             for name, words in corpus.validation.items()
         }
     world = accelerator.num_processes
     pad_to = 8 if accelerator.mixed_precision != "no" else None
     train_loader = make_loader(
-        train_rows, tokenizer, config.per_device_train_batch_size * world, config.seed, train=True,
-        group_by_length=config.group_by_length, num_processes=world, pad_to_multiple_of=pad_to,
+        train_rows,
+        tokenizer,
+        config.per_device_train_batch_size * world,
+        config.seed,
+        train=True,
+        group_by_length=config.group_by_length,
+        num_processes=world,
+        pad_to_multiple_of=pad_to,
         num_workers=config.dataloader_num_workers,
     )
     sampler = train_loader.batch_sampler
     eval_loaders = {
-        name: make_loader(rows, tokenizer, config.per_device_eval_batch_size * world, config.seed, train=False,
-                          pad_to_multiple_of=pad_to, num_workers=config.dataloader_num_workers)
+        name: make_loader(
+            rows,
+            tokenizer,
+            config.per_device_eval_batch_size * world,
+            config.seed,
+            train=False,
+            pad_to_multiple_of=pad_to,
+            num_workers=config.dataloader_num_workers,
+        )
         for name, rows in eval_rows.items()
     }
 
-    # Model, optimizer, schedule; then one prepare.
+    # Model, optimizer, schedule; then one prepare, then the saved state if resuming.
     model = load_model(config.model, corpus.labels, config.trust_remote_code)
     id2label = model.config.id2label
     optimizer = build_optimizer(model, config)
     steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
     total_steps = steps_per_epoch * config.num_train_epochs
     warmup = config.warmup_steps or math.ceil(config.warmup_ratio * total_steps)
-    scheduler = get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    scheduler = get_scheduler(
+        config.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps
+    )
     model, optimizer, train_loader, scheduler, *prepared_eval = accelerator.prepare(
         model, optimizer, train_loader, scheduler, *eval_loaders.values()
     )
     eval_loaders = dict(zip(eval_loaders, prepared_eval))
+    checkpoints = Checkpoints(run_dir, config.keep_checkpoints)
+    if resume_from:
+        accelerator.load_state(str(resume_from))
+        logger.info(
+            f"resumed from {resume_from} at step {state.step} (epoch {state.epoch + 1}, batch {state.batches_in_epoch})"
+        )
 
     logger.info(
         f"ner_accel: {config.model} | {len(train_rows)} train sentences, {len(corpus.labels)} labels | "
         f"{world} process(es) x {config.per_device_train_batch_size} x {config.gradient_accumulation_steps} accumulation = "
         f"{config.per_device_train_batch_size * world * config.gradient_accumulation_steps} sentences/step | "
         f"{total_steps} steps | precision {accelerator.mixed_precision} | padding efficiency "
-        f"{padding_efficiency(train_rows['length'], list(sampler)):.3f} | run dir {run_dir}",
+        f"{padding_efficiency(train_rows['length'], list(sampler)):.3f} | run dir {run_dir}"
     )
     # A two-batch evaluation first: an evaluation bug fails at step 0, not after the first epoch.
     evaluate(model, next(iter(eval_loaders.values())), accelerator, id2label, max_batches=2)
 
-    history: list[dict] = []
-    step, running_loss, since_log = 0, torch.zeros((), device=accelerator.device), 0
-    progress = tqdm(total=total_steps, disable=not accelerator.is_local_main_process, desc="train")
-    for epoch in range(config.num_train_epochs):
+    def evaluate_and_track() -> bool:
+        """Evaluate, record, keep track of the best F1; True when patience has run out."""
+        results = run_evaluation(model, eval_loaders, accelerator, id2label)
+        state.history.append({"step": state.step, "epoch": state.epoch, "validation": results})
+        log_results(results, console, accelerator, f"step {state.step}")
+        f1 = results.get("mean_f1", next(iter(results.values()))["f1"] if results else 0.0)
+        improved = f1 > state.best_f1
+        state.best_f1 = max(f1, state.best_f1)
+        state.evaluations_since_best = 0 if improved else state.evaluations_since_best + 1
+        checkpoints.save(accelerator, state, is_best=improved)
+        return config.patience is not None and state.evaluations_since_best >= config.patience
+
+    stop = StopSignal()
+    running_loss, since_log, out_of_patience = torch.zeros((), device=accelerator.device), 0, False
+    progress = tqdm(total=total_steps, initial=state.step, disable=not accelerator.is_local_main_process, desc="train")
+    for epoch in range(state.epoch, config.num_train_epochs):
         sampler.set_epoch(epoch)
         train_loader.set_epoch(epoch)
-        for window in accumulation_windows(train_loader, config.gradient_accumulation_steps):
+        loader = (
+            accelerator.skip_first_batches(train_loader, state.batches_in_epoch)
+            if state.batches_in_epoch
+            else train_loader
+        )
+        loader.set_epoch(epoch)
+        for window in accumulation_windows(loader, config.gradient_accumulation_steps):
             running_loss += forward_backward(model, window, accelerator)
             if config.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            step, since_log = step + 1, since_log + 1
+            state.step, state.batches_in_epoch, since_log = (
+                state.step + 1,
+                state.batches_in_epoch + len(window),
+                since_log + 1,
+            )
             progress.update(1)
-            if step % config.logging_steps == 0:  # the only host sync of a training step
-                loss = accelerator.reduce(running_loss, "sum").item() / since_log
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"non-finite training loss {loss} in the {since_log} steps up to step {step}")
+            if state.step % config.logging_steps == 0:  # the only routine host sync of a step
+                loss = mean_loss(running_loss, since_log, state.step, accelerator)
                 progress.set_postfix(loss=f"{loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-                history.append({"step": step, "epoch": epoch, "loss": loss, "learning_rate": scheduler.get_last_lr()[0]})
+                state.history.append({"step": state.step, "loss": loss, "learning_rate": scheduler.get_last_lr()[0]})
                 running_loss.zero_()
                 since_log = 0
-            if config.eval_steps and step % config.eval_steps == 0:
-                results = run_evaluation(model, eval_loaders, accelerator, id2label)
-                history.append({"step": step, "epoch": epoch, "validation": results})
-                log_results(results, console, accelerator, f"step {step}")
+            if config.eval_steps and state.step % config.eval_steps == 0:
+                out_of_patience = evaluate_and_track()
+            elif config.checkpoint_steps and state.step % config.checkpoint_steps == 0:
+                mean_loss(running_loss, since_log, state.step, accelerator)  # never checkpoint a diverged model
+                checkpoints.save(accelerator, state)
+            if stop.requested(accelerator):
+                raise Preempted(checkpoints.save(accelerator, state), stop.received)
+            if out_of_patience:
+                break
+        if out_of_patience:
+            logger.info(f"early stop: no better F1 in {config.patience} evaluations")
+            break
+        state.epoch, state.batches_in_epoch = epoch + 1, 0
         if not config.eval_steps:
-            results = run_evaluation(model, eval_loaders, accelerator, id2label)
-            history.append({"step": step, "epoch": epoch + 1, "validation": results})
-            log_results(results, console, accelerator, f"epoch {epoch + 1}")
+            out_of_patience = evaluate_and_track()
     progress.close()
 
-    final = history[-1]["validation"] if "validation" in history[-1] else run_evaluation(
-        model, eval_loaders, accelerator, id2label
-    )
+    if config.load_best and state.best_checkpoint:
+        accelerator.load_state(str(checkpoints.root / state.best_checkpoint))
+    evaluations = [entry for entry in state.history if "validation" in entry]
+    final = evaluations[-1]["validation"]
+    if config.load_best:
+        final = next(e["validation"] for e in evaluations if e["step"] == int(state.best_checkpoint.split("-")[1]))
     if accelerator.is_main_process:
-        write_json(run_dir / CONFIG_FILE, {**config.to_dict(), "num_processes": world,
-                                            "mixed_precision": accelerator.mixed_precision, "labels": corpus.labels})
-        save_final(run_dir, accelerator.unwrap_model(model), tokenizer, history, final)
+        write_json(
+            run_dir / CONFIG_FILE,
+            {
+                **config.to_dict(),
+                "num_processes": world,
+                "mixed_precision": accelerator.mixed_precision,
+                "labels": corpus.labels,
+            },
+        )
+        save_final(run_dir, accelerator.unwrap_model(model), tokenizer, state.history, final)
         logger.info(f"saved model, metrics and report to {run_dir}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -223,6 +331,16 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Preempted as stopped:
+        print(
+            f"stopped by signal {stopped.signal_number}; checkpoint saved to {stopped.checkpoint}. "
+            "Resume with the same command plus --resume latest",
+            file=sys.stderr,
+        )
+        return 128 + stopped.signal_number
+    except FloatingPointError as error:
+        print(f"error: {error}; the last good checkpoint is kept (resume with --resume latest)", file=sys.stderr)
+        return 1
     return 0
 
 
