@@ -152,3 +152,16 @@ def isolated_cache(tmp_path, monkeypatch):
     """Each test tokenizes into its own datasets cache and never reaches for the network."""
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "1"))
+
+
+def run_training(argv: list[str]) -> int:
+    """ner_accel.train.main in this process, with accelerate's process-wide state reset around it."""
+    from accelerate.state import AcceleratorState
+
+    from ner_accel.train import main
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        return main([str(a) for a in argv])
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)

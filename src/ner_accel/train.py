@@ -123,10 +123,14 @@ class Preempted(Exception):
 class StopSignal:
     """Record SIGTERM/SIGINT (Slurm --signal, spot notices, Ctrl-C) so the loop stops after the current step."""
 
-    def __init__(self) -> None:
+    def __enter__(self) -> StopSignal:
         self.received = 0
-        for number in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(number, self._handle)
+        self.previous = {number: signal.signal(number, self._handle) for number in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
 
     def _handle(self, number: int, frame) -> None:
         self.received = number
@@ -253,60 +257,66 @@ def train(config: TrainConfig) -> dict:
         checkpoints.save(accelerator, state, is_best=improved)
         return config.patience is not None and state.evaluations_since_best >= config.patience
 
-    stop = StopSignal()
-    running_loss, since_log, out_of_patience = torch.zeros((), device=accelerator.device), 0, False
-    progress = tqdm(total=total_steps, initial=state.step, disable=not accelerator.is_local_main_process, desc="train")
-    for epoch in range(state.epoch, config.num_train_epochs):
-        sampler.set_epoch(epoch)
-        train_loader.set_epoch(epoch)
-        loader = (
-            accelerator.skip_first_batches(train_loader, state.batches_in_epoch)
-            if state.batches_in_epoch
-            else train_loader
+    with StopSignal() as stop:
+        running_loss, since_log, out_of_patience = torch.zeros((), device=accelerator.device), 0, False
+        progress = tqdm(
+            total=total_steps, initial=state.step, disable=not accelerator.is_local_main_process, desc="train"
         )
-        loader.set_epoch(epoch)
-        for window in accumulation_windows(loader, config.gradient_accumulation_steps):
-            running_loss += forward_backward(model, window, accelerator)
-            if config.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step, state.batches_in_epoch, since_log = (
-                state.step + 1,
-                state.batches_in_epoch + len(window),
-                since_log + 1,
+        for epoch in range(state.epoch, config.num_train_epochs):
+            sampler.set_epoch(epoch)
+            train_loader.set_epoch(epoch)
+            loader = (
+                accelerator.skip_first_batches(train_loader, state.batches_in_epoch)
+                if state.batches_in_epoch
+                else train_loader
             )
-            progress.update(1)
-            if state.step % config.logging_steps == 0:  # the only routine host sync of a step
-                loss = mean_loss(running_loss, since_log, state.step, accelerator)
-                progress.set_postfix(loss=f"{loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-                state.history.append({"step": state.step, "loss": loss, "learning_rate": scheduler.get_last_lr()[0]})
-                running_loss.zero_()
-                since_log = 0
-            if config.eval_steps and state.step % config.eval_steps == 0:
-                out_of_patience = evaluate_and_track()
-            elif config.checkpoint_steps and state.step % config.checkpoint_steps == 0:
-                mean_loss(running_loss, since_log, state.step, accelerator)  # never checkpoint a diverged model
-                checkpoints.save(accelerator, state)
-            if stop.requested(accelerator):
-                raise Preempted(checkpoints.save(accelerator, state), stop.received)
+            loader.set_epoch(epoch)
+            for window in accumulation_windows(loader, config.gradient_accumulation_steps):
+                running_loss += forward_backward(model, window, accelerator)
+                if config.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step, since_log = state.step + 1, since_log + 1
+                state.batches_in_epoch += len(window)
+                progress.update(1)
+                if state.step % config.logging_steps == 0:  # the only routine host sync of a step
+                    loss = mean_loss(running_loss, since_log, state.step, accelerator)
+                    progress.set_postfix(loss=f"{loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                    state.history.append(
+                        {"step": state.step, "loss": loss, "learning_rate": scheduler.get_last_lr()[0]}
+                    )
+                    running_loss.zero_()
+                    since_log = 0
+                if config.eval_steps and state.step % config.eval_steps == 0:
+                    out_of_patience = evaluate_and_track()
+                elif config.checkpoint_steps and state.step % config.checkpoint_steps == 0:
+                    mean_loss(running_loss, since_log, state.step, accelerator)  # never checkpoint a diverged model
+                    checkpoints.save(accelerator, state)
+                if stop.requested(accelerator):
+                    raise Preempted(checkpoints.save(accelerator, state), stop.received)
+                if out_of_patience:
+                    break
             if out_of_patience:
+                logger.info(f"early stop: no better F1 in {config.patience} evaluations")
                 break
-        if out_of_patience:
-            logger.info(f"early stop: no better F1 in {config.patience} evaluations")
-            break
-        state.epoch, state.batches_in_epoch = epoch + 1, 0
-        if not config.eval_steps:
-            out_of_patience = evaluate_and_track()
+            state.epoch, state.batches_in_epoch = epoch + 1, 0
+            if not config.eval_steps:
+                out_of_patience = evaluate_and_track()
     progress.close()
 
     if config.load_best and state.best_checkpoint:
         accelerator.load_state(str(checkpoints.root / state.best_checkpoint))
     evaluations = [entry for entry in state.history if "validation" in entry]
-    final = evaluations[-1]["validation"]
-    if config.load_best:
-        final = next(e["validation"] for e in evaluations if e["step"] == int(state.best_checkpoint.split("-")[1]))
+    if config.load_best and state.best_checkpoint:
+        best_step = int(state.best_checkpoint.split("-")[1])
+        final = next(e["validation"] for e in evaluations if e["step"] == best_step)
+    elif evaluations and evaluations[-1]["step"] == state.step:
+        final = evaluations[-1]["validation"]
+    else:  # the last steps were not evaluated (--eval-steps does not divide them)
+        final = run_evaluation(model, eval_loaders, accelerator, id2label)
+        state.history.append({"step": state.step, "epoch": state.epoch, "validation": final})
     if accelerator.is_main_process:
         write_json(
             run_dir / CONFIG_FILE,

@@ -1,0 +1,105 @@
+"""A tiny model trained end to end: the files a run writes, loss falling, a model plain transformers can use."""
+
+import json
+
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
+
+from tests.conftest import run_training
+
+
+def tiny_args(model, data, out, *extra):
+    return [
+        "--model",
+        model,
+        "--data-dir",
+        data,
+        "--output-dir",
+        out,
+        "--run-name",
+        "run",
+        "--per-device-train-batch-size",
+        "2",
+        "--per-device-eval-batch-size",
+        "2",
+        "--logging-steps",
+        "1",
+        *extra,
+    ]
+
+
+def test_run_writes_exactly_these_files(tiny_model, conll_dir, tmp_path):
+    assert run_training(tiny_args(tiny_model, conll_dir, tmp_path, "--num-train-epochs", "2")) == 0
+    run = tmp_path / "run"
+    written = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+    assert written == [
+        "checkpoints/best",
+        "checkpoints/latest",
+        "checkpoints/step-0000003/model.safetensors",
+        "checkpoints/step-0000003/optimizer.bin",
+        "checkpoints/step-0000003/random_states_0.pkl",
+        "checkpoints/step-0000003/scheduler.bin",
+        "checkpoints/step-0000003/trainer_state.json",
+        "checkpoints/step-0000006/model.safetensors",
+        "checkpoints/step-0000006/optimizer.bin",
+        "checkpoints/step-0000006/random_states_0.pkl",
+        "checkpoints/step-0000006/scheduler.bin",
+        "checkpoints/step-0000006/trainer_state.json",
+        "metrics.json",
+        "model/config.json",
+        "model/model.safetensors",
+        "model/tokenizer.json",
+        "model/tokenizer_config.json",
+        "report.txt",
+        "train_config.json",
+    ]
+    metrics = json.loads((run / "metrics.json").read_text())
+    evaluations = [e for e in metrics["evaluations"] if "validation" in e]
+    assert [e["epoch"] for e in evaluations] == [1, 2]
+    assert set(metrics["final"]["data"]) >= {"precision", "recall", "f1", "support", "per_type"}
+    assert metrics["final"]["data"]["support"] == 6  # 6 gold entities in the validation file
+    config = json.loads((run / "train_config.json").read_text())
+    assert config["labels"] == ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+    assert config["per_device_train_batch_size"] == 2
+    assert "overall" in (run / "report.txt").read_text()
+
+
+def test_loss_falls_when_overfitting_one_batch(tiny_model_no_dropout, conll_dir, tmp_path):
+    args = tiny_args(
+        tiny_model_no_dropout,
+        conll_dir,
+        tmp_path,
+        "--num-train-epochs",
+        "30",
+        "--max-train-samples",
+        "2",
+        "--learning-rate",
+        "1e-2",
+        "--eval-steps",
+        "1000",
+    )
+    assert run_training(args) == 0
+    history = json.loads((tmp_path / "run" / "metrics.json").read_text())["evaluations"]
+    losses = [e["loss"] for e in history if "loss" in e]
+    assert len(losses) == 30
+    assert losses[-1] < 0.1 * losses[0], losses
+    assert len([e for e in history if "validation" in e]) == 1  # the unevaluated end still gets its evaluation
+
+
+def test_saved_model_loads_in_plain_transformers_with_the_same_logits(tiny_model, conll_dir, tmp_path):
+    assert run_training(tiny_args(tiny_model, conll_dir, tmp_path, "--num-train-epochs", "1")) == 0
+    model_dir = tmp_path / "run" / "model"
+    plain = AutoModelForTokenClassification.from_pretrained(model_dir).eval()
+    assert type(plain).__module__.startswith("transformers.")  # no ner_accel class involved
+    ours = __import__("ner_accel.model", fromlist=["BertForTokenClassification"]).BertForTokenClassification
+    ours = ours.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    batch = tokenizer([["Merkel", "besuchte", "Leipzig"]], is_split_into_words=True, return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(plain(**batch).logits, ours(**batch).logits, rtol=0, atol=0)
+    weights = load_file(model_dir / "model.safetensors")
+    assert {k for k in weights if k.startswith("classifier.")} == {"classifier.weight", "classifier.bias"}
+    tagger = pipeline("token-classification", model=str(model_dir), aggregation_strategy="first")
+    assert isinstance(tagger("Merkel besuchte Leipzig"), list)
+    assert plain.config.id2label[5] == "B-PER"
