@@ -187,8 +187,10 @@ def load_corpus(
     seed: int = 42,
 ) -> Corpus:
     """Read every source, derive the label set from training data, and check evaluation tags against it."""
+    origins = {}  # source name -> where its files are, for messages
     if data_dirs:
         sources = {Path(d.rstrip("/")).name or d: load_local_dir(d) for d in data_dirs}
+        origins = {Path(d.rstrip("/")).name or d: Path(d) for d in data_dirs}
         hub_labels = None
     else:
         sources, hub_labels = {}, None
@@ -206,7 +208,8 @@ def load_corpus(
         for split in ("validation", "test"):
             if split in splits:
                 sentences = take(splits[split], max_eval_samples, None, seed)
-                check_known_tags(sentences, labels, f"{name}/{split}")
+                origin = find_split_file(origins[name], split) if name in origins else f"PAN-X.{name}/{split}"
+                check_known_tags(sentences, labels, str(origin))
                 getattr(corpus, split)[name] = to_dataset(sentences, name)
     bad = count_bad_starts(s["tags"] for part in train_parts.values() for s in part)
     if bad:

@@ -1,0 +1,144 @@
+"""Bad input: one line naming the file/line/option and the fix, exit code 2, nothing written."""
+
+import json
+import logging
+
+import pytest
+
+from ner_accel.data import count_bad_starts, load_corpus
+from tests.conftest import TRAIN, VALIDATION, run_training
+
+
+def attempt(capsys, tmp_path, model, data, *extra) -> str:
+    """Run the CLI expecting a clean refusal; return its one-line message."""
+    out = tmp_path / "out"
+    code = run_training(["--model", model, "--data-dir", data, "--output-dir", out, *extra])
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2, message
+    assert message.startswith("error: ")
+    assert not out.exists(), "a refused run must not create its output directory"
+    return message
+
+
+def write(directory, train=TRAIN, validation=VALIDATION, suffix=".conll"):
+    directory.mkdir(exist_ok=True)
+    (directory / f"train{suffix}").write_text(train, encoding="utf-8")
+    (directory / f"validation{suffix}").write_text(validation, encoding="utf-8")
+    return directory
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda d: d / "nowhere", ["nowhere", "directory not found", "--data-dir"]),
+        (lambda d: (d / "data").mkdir() or d / "data", ["no train file", "add train.conll"]),
+        (lambda d: write(d / "data", train="\n\n"), ["train.conll", "empty"]),
+        (lambda d: write(d / "data", train="Angela\tB-PER\nMerkel\n"), ["train.conll:2", "one column", "tag column"]),
+        (lambda d: write(d / "data", train="Angela\tPER\n"), ["train.conll:1", "'PER'", "IOB2", "B-PER"]),
+        (lambda d: write(d / "data", train="Angela B_PER\n"), ["train.conll:1", "'B_PER'", "IOB2"]),
+        (lambda d: write(d / "data", validation="Apple\tB-MISC\n"), ["validation.conll", "'B-MISC'", "training data"]),
+        (
+            lambda d: write(d / "data", train='{"tokens": ["a"], "ner_tags": ["O"]}\n{"tokens": [\n', suffix=".jsonl"),
+            ["train.jsonl:2", "not valid JSON", "one JSON object per line"],
+        ),
+        (
+            lambda d: write(d / "data", train='{"tokens": ["a", "b"], "ner_tags": ["O"]}\n', suffix=".jsonl"),
+            ["train.jsonl:1", "2 tokens but 1 ner_tags", "one tag per token"],
+        ),
+    ],
+    ids=[
+        "missing-dir",
+        "missing-split",
+        "empty-split",
+        "no-tag-column",
+        "tag-PER",
+        "tag-B_PER",
+        "unknown-eval-tag",
+        "jsonl-bad-json",
+        "jsonl-length-mismatch",
+    ],
+)
+def test_bad_data_is_refused_with_file_line_and_fix(make, expected, tiny_model, tmp_path, capsys):
+    message = attempt(capsys, tmp_path, tiny_model, make(tmp_path))
+    for fragment in expected:
+        assert fragment in message, message
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--per-device-train-batch-size", "0"], "--per-device-train-batch-size must be a positive integer"),
+        (["--num-train-epochs", "-1"], "--num-train-epochs must be a positive integer"),
+        (["--mixed-precision", "fp16"], "fp16 needs a CUDA GPU"),
+        (["--resume", "/tmp"], "not a ner_accel checkpoint"),
+    ],
+)
+def test_bad_options_are_refused(flags, expected, tiny_model, conll_dir, tmp_path, capsys):
+    assert expected in attempt(capsys, tmp_path, tiny_model, conll_dir, *flags)
+
+
+def test_missing_model_path(conll_dir, tmp_path, capsys):
+    message = attempt(capsys, tmp_path, tmp_path / "no-such-model", conll_dir)
+    assert "--model" in message and "not found" in message
+
+
+def test_config_file_with_unknown_key(tiny_model, conll_dir, tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("learning-rate: 1e-4\nlearnig_rate: 1e-4\n")
+    message = attempt(capsys, tmp_path, tiny_model, conll_dir, "--config", config)
+    assert str(config) in message and "unknown key 'learnig_rate'" in message
+
+
+def test_config_file_values_apply_and_flags_win(tiny_model, conll_dir, tmp_path):
+    from ner_accel.config import parse_config
+
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"learning_rate": 1e-4, "num-train-epochs": 7}))
+    parsed = parse_config(["--config", str(config), "--num-train-epochs", "2"])
+    assert (parsed.learning_rate, parsed.num_train_epochs) == (1e-4, 2)
+
+
+def test_finished_run_is_not_overwritten_without_flag(tiny_model, conll_dir, tmp_path, capsys):
+    args = ["--model", tiny_model, "--data-dir", conll_dir, "--output-dir", tmp_path / "out", "--run-name", "r"]
+    assert run_training([*args, "--num-train-epochs", "1"]) == 0
+    before = (tmp_path / "out" / "r" / "model" / "model.safetensors").read_bytes()
+    assert run_training([*args, "--num-train-epochs", "1", "--learning-rate", "1e-3"]) == 2
+    assert "already holds a finished run; pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "out" / "r" / "model" / "model.safetensors").read_bytes() == before
+    assert run_training([*args, "--num-train-epochs", "1", "--learning-rate", "1e-3", "--overwrite"]) == 0
+    assert (tmp_path / "out" / "r" / "model" / "model.safetensors").read_bytes() != before
+
+
+def test_resume_with_a_different_label_set_is_refused(tiny_model, conll_dir, tmp_path, capsys):
+    args = ["--model", tiny_model, "--output-dir", tmp_path / "first", "--run-name", "r", "--num-train-epochs", "1"]
+    assert run_training([*args, "--data-dir", conll_dir]) == 0
+    checkpoint = next((tmp_path / "first" / "r" / "checkpoints").glob("step-*"))
+    other = write(
+        tmp_path / "other",
+        train=TRAIN.replace("B-ORG", "B-MISC").replace("I-ORG", "I-MISC"),
+        validation=VALIDATION.replace("B-ORG", "B-MISC"),
+    )
+    message = attempt(capsys, tmp_path, tiny_model, other, "--resume", checkpoint)
+    assert "trained with labels" in message and "B-MISC" in message
+
+
+def test_i_after_o_is_accepted_and_reported_once(tmp_path, caplog):
+    data = write(tmp_path / "data", train="Paris\tI-LOC\nund\tO\nBerlin\tI-LOC\n", validation="Rom\tB-LOC\n")
+    assert count_bad_starts([["O", "I-LOC", "I-LOC", "O", "I-PER", "B-ORG", "I-LOC"]]) == 3
+    with caplog.at_level(logging.WARNING):
+        corpus = load_corpus([str(data)], "", [])
+    warnings = [r.getMessage() for r in caplog.records if "I- tags follow O" in r.getMessage()]
+    assert warnings == ["training data: 2 I- tags follow O or another type; read as entity starts (as seqeval)"]
+    assert corpus.labels == ["O", "B-LOC", "I-LOC"]
+
+
+def test_too_long_sentences_are_reported(tiny_model, tmp_path, caplog):
+    from ner_accel.encoding import encode_dataset
+    from ner_accel.model import load_tokenizer
+
+    corpus = load_corpus([str(write(tmp_path / "data"))], "", [])
+    with caplog.at_level(logging.WARNING):
+        encode_dataset(corpus.train, load_tokenizer(str(tiny_model)), corpus.labels, 6, False, "train")
+    # by hand: 3 + 4 + 4 + 4 + 2 words of the five training sentences fall past [CLS] + 4 pieces
+    (message,) = [r.getMessage() for r in caplog.records if "--max-length" in r.getMessage()]
+    assert message.startswith("train: 17 words in 5 sentences have no sub-token within --max-length 6")
