@@ -1,0 +1,86 @@
+"""The benchmark's CPU path runs end to end on a tiny model and writes its report (no timing assertions)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from conftest import build_model_dir
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_train_cpu_path(tmp_path, conll_dir):
+    pytest.importorskip("seqeval")
+    model = build_model_dir(tmp_path / "model")
+    output = tmp_path / "out" / "tiny.json"
+    report = load_script("bench_train").main(
+        [
+            "--model",
+            str(model),
+            "--data-dir",
+            str(conll_dir),
+            "--train-samples",
+            "4",
+            "--rounds",
+            "1",
+            "--batch-size",
+            "2",
+            "--configs",
+            "seed",
+            "trainer_grouped",
+            "ner_accel",
+            "bare",
+            "--scaling",
+            "3",
+            "--threads",
+            "1",
+            "--output",
+            str(output),
+        ]
+    )
+    assert json.loads(output.read_text())["summary"].keys() == {"seed", "trainer_grouped", "ner_accel", "bare"}
+    assert "| ner_accel |" in output.with_suffix(".md").read_text()
+    for config in ("seed", "trainer_grouped", "ner_accel"):
+        run = next(r for r in report["runs"] if r["config"] == config)
+        assert run["eval_sentences"] == 3 and 0 < run["padding_efficiency"] <= 1 and 0 <= run["f1"] <= 1
+        assert run["real_tokens"] == next(r for r in report["runs"] if r["config"] == "seed")["real_tokens"]
+    assert report["scaling"][0]["train_sentences"] == 3
+    assert report["summary"]["seed"]["tokens_per_s_ratio"] == 1.0
+
+
+def test_bench_gpu_cpu_path(tmp_path, conll_dir):
+    model = build_model_dir(tmp_path / "model")
+    report = load_script("bench_gpu").main(
+        [
+            "--device",
+            "cpu",
+            "--model",
+            str(model),
+            "--data",
+            str(conll_dir / "train.conll"),
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--batch-sizes",
+            "2",
+            "--configs",
+            "trainer",
+            "ner_accel",
+            "--output-dir",
+            str(tmp_path),
+        ]
+    )
+    assert [r["config"] for r in report["results"]] == ["trainer", "ner_accel"]
+    assert all(r["tokens_per_s"] > 0 and 0 < r["padding_efficiency"] <= 1 for r in report["results"])
+    assert (tmp_path / "gpu.json").is_file() and "| 2 | ner_accel |" in (tmp_path / "gpu.md").read_text()
