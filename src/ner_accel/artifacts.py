@@ -78,10 +78,14 @@ def report_text(results: dict[str, dict]) -> str:
     return buffer.getvalue()
 
 
-def save_final(run_dir: Path, model, tokenizer, history: list[dict], results: dict[str, dict]) -> None:
-    """The model in plain transformers form, its tokenizer, every evaluation and the final per-entity report."""
+def save_final(
+    run_dir: Path, model, tokenizer, history: list[dict], results: dict[str, dict], state_dict: dict | None = None
+) -> None:
+    """The model in plain transformers form, its tokenizer, every evaluation and the final per-entity report.
+
+    state_dict: the full weights when the model's own are sharded (FSDP), from accelerator.get_state_dict."""
     with atomic_directory(run_dir / MODEL_DIR) as staging:
-        model.save_pretrained(staging, safe_serialization=True)
+        model.save_pretrained(staging, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(staging)
     (run_dir / REPORT_FILE).write_text(report_text(results), encoding="utf-8")
     write_json(run_dir / METRICS_FILE, {"evaluations": history, "final": results})

@@ -33,8 +33,10 @@ class LengthGroupedBatches:
         group_batches: int = GROUP_BATCHES,
         shuffle: bool = True,
         fill_last: bool = False,
+        accumulation: int = 1,
     ) -> None:
         self.lengths = np.asarray(lengths)
+        self.accumulation = accumulation  # micro-batches per optimizer step: their sentences are drawn together
         self.batch_size = batch_size  # read by accelerate's BatchSamplerShard
         self.drop_last = False
         self.seed, self.group_batches, self.shuffle, self.fill_last = seed, group_batches, shuffle, fill_last
@@ -44,25 +46,31 @@ class LengthGroupedBatches:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
+        full_steps, rest = divmod(len(self.lengths), self.batch_size * self.accumulation)
+        return full_steps * self.accumulation + -(-rest // self.batch_size)
 
     def __iter__(self):
+        # One optimizer step's sentences (batch_size x accumulation) are drawn, grouped and shuffled as one batch,
+        # then cut into micro-batches: K accumulation steps see exactly the sentences of one K-times-larger batch.
+        step = self.batch_size * self.accumulation
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
-        group = self.batch_size * self.group_batches if self.shuffle else len(order)
+        group = step * self.group_batches if self.shuffle else len(order)
         batches = []
         for start in range(0, len(order), group):
             chunk = order[start : start + group]
             chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        last = batches.pop() if len(batches[-1]) < self.batch_size else None
+            batches += [chunk[i : i + step] for i in range(0, len(chunk), step)]
+        last = batches.pop() if len(batches[-1]) < step else None
         if self.shuffle:
             rng.shuffle(batches)
-        if last is not None:  # the short batch goes last, where accelerate's sharding expects it
-            if self.fill_last:
-                last = np.concatenate([last, len(self.lengths) + np.resize(last, self.batch_size - len(last))])
+        if last is not None:  # the short step goes last, where accelerate's sharding expects it
             batches.append(last)
-        return iter([b.tolist() for b in batches])
+        micro = [batch[i : i + self.batch_size] for batch in batches for i in range(0, len(batch), self.batch_size)]
+        if self.fill_last and len(micro[-1]) < self.batch_size:
+            short = micro[-1]
+            micro[-1] = np.concatenate([short, len(self.lengths) + np.resize(short, self.batch_size - len(short))])
+        return iter([b.tolist() for b in micro])
 
 
 class WithFillers(torch.utils.data.Dataset):
@@ -86,6 +94,7 @@ class WithFillers(torch.utils.data.Dataset):
 def padding_efficiency(lengths, batches) -> float:
     """Real tokens over padded tokens for a sequence of batches (index lists)."""
     lengths = np.asarray(lengths)
+    batches = [np.asarray(b) % len(lengths) for b in batches]  # filler rows (index >= len) repeat real rows
     real = sum(int(lengths[b].sum()) for b in batches)
     padded = sum(int(lengths[b].max()) * len(b) for b in batches)
     return real / padded
@@ -101,6 +110,7 @@ def make_loader(
     num_processes: int = 1,
     pad_to_multiple_of: int | None = None,
     num_workers: int = 0,
+    accumulation: int = 1,
 ) -> DataLoader:
     """A DataLoader over encoded rows with global batches of `batch_size` (all processes together)."""
     sampler = LengthGroupedBatches(
@@ -110,6 +120,7 @@ def make_loader(
         group_batches=GROUP_BATCHES if group_by_length else 1,
         shuffle=train,
         fill_last=train and num_processes > 1,
+        accumulation=accumulation if train else 1,
     )
     rows = data.select_columns(MODEL_INPUTS)
     collate = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_to_multiple_of)

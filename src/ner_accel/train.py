@@ -199,6 +199,7 @@ def train(config: TrainConfig) -> dict:
         num_processes=world,
         pad_to_multiple_of=pad_to,
         num_workers=config.dataloader_num_workers,
+        accumulation=config.gradient_accumulation_steps,
     )
     sampler = train_loader.batch_sampler
     eval_loaders = {
@@ -257,11 +258,9 @@ def train(config: TrainConfig) -> dict:
         checkpoints.save(accelerator, state, is_best=improved)
         return config.patience is not None and state.evaluations_since_best >= config.patience
 
-    with StopSignal() as stop:
-        running_loss, since_log, out_of_patience = torch.zeros((), device=accelerator.device), 0, False
-        progress = tqdm(
-            total=total_steps, initial=state.step, disable=not accelerator.is_local_main_process, desc="train"
-        )
+    running_loss, since_log, out_of_patience = torch.zeros((), device=accelerator.device), 0, False
+    bar = dict(total=total_steps, initial=state.step, disable=not accelerator.is_local_main_process, desc="train")
+    with StopSignal() as stop, tqdm(**bar) as progress:
         for epoch in range(state.epoch, config.num_train_epochs):
             sampler.set_epoch(epoch)
             train_loader.set_epoch(epoch)
@@ -304,7 +303,6 @@ def train(config: TrainConfig) -> dict:
             state.epoch, state.batches_in_epoch = epoch + 1, 0
             if not config.eval_steps:
                 out_of_patience = evaluate_and_track()
-    progress.close()
 
     if config.load_best and state.best_checkpoint:
         accelerator.load_state(str(checkpoints.root / state.best_checkpoint))
@@ -317,6 +315,8 @@ def train(config: TrainConfig) -> dict:
     else:  # the last steps were not evaluated (--eval-steps does not divide them)
         final = run_evaluation(model, eval_loaders, accelerator, id2label)
         state.history.append({"step": state.step, "epoch": state.epoch, "validation": final})
+    # FSDP shards the weights: gather the full state dict (a collective, so on every process) before saving.
+    state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         write_json(
             run_dir / CONFIG_FILE,
@@ -327,7 +327,7 @@ def train(config: TrainConfig) -> dict:
                 "labels": corpus.labels,
             },
         )
-        save_final(run_dir, accelerator.unwrap_model(model), tokenizer, state.history, final)
+        save_final(run_dir, accelerator.unwrap_model(model), tokenizer, state.history, final, state_dict)
         logger.info(f"saved model, metrics and report to {run_dir}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
