@@ -2,35 +2,65 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from itertools import islice
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 
 from .alignment import IGNORE, align_predictions
 from .metrics import entity_metrics
 
 
+@dataclass
+class WordPredictions:
+    """Per sentence, in loader order: gold and predicted tags and the loss of every scored word."""
+
+    gold: list[list[str]] = field(default_factory=list)
+    predicted: list[list[str]] = field(default_factory=list)
+    losses: list[list[float]] = field(default_factory=list)
+
+
+def split_by_mask(values: np.ndarray, mask: np.ndarray) -> list[list]:
+    """The masked entries of each row of a (batch, length) array, one list per row."""
+    return [row.tolist() for row in np.split(values[mask], np.cumsum(mask.sum(axis=1))[:-1])]
+
+
 @torch.no_grad()
+def collect_predictions(
+    model, loader, accelerator: Accelerator, id2label: dict[int, str], max_batches: int | None = None
+) -> WordPredictions:
+    """Tags and per-word losses for every sentence the loader holds, on every process, each sentence once."""
+    model.eval()
+    result = WordPredictions()
+    for batch in islice(loader, max_batches):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+        # The book's error analysis needs each word's loss, not only the batch mean.
+        losses = F.cross_entropy(logits.transpose(1, 2), batch["labels"], ignore_index=IGNORE, reduction="none")
+        # Processes pad to different lengths: pad to a common one, then gather (dropping duplicated tail rows).
+        predictions = accelerator.pad_across_processes(logits.argmax(dim=-1), dim=1, pad_index=IGNORE)
+        labels = accelerator.pad_across_processes(batch["labels"], dim=1, pad_index=IGNORE)
+        losses = accelerator.pad_across_processes(losses, dim=1, pad_index=0)
+        predictions, labels, losses = accelerator.gather_for_metrics((predictions, labels, losses))
+        labels = labels.cpu().numpy()
+        batch_predicted, batch_gold = align_predictions(predictions.cpu().numpy(), labels, id2label)
+        result.predicted += batch_predicted
+        result.gold += batch_gold
+        result.losses += split_by_mask(losses.cpu().numpy(), labels != IGNORE)
+    if max_batches is not None:
+        loader.end()  # a partial pass must not stay registered as the active dataloader
+    model.train()
+    return result
+
+
 def predict_word_tags(
     model, loader, accelerator: Accelerator, id2label: dict[int, str], max_batches: int | None = None
 ) -> tuple[list[list[str]], list[list[str]]]:
     """(gold, predicted) tag lists for every sentence the loader holds, on every process, each sentence once."""
-    model.eval()
-    gold, predicted = [], []
-    for batch in islice(loader, max_batches):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        # Processes pad to different lengths: pad to a common one, then gather (dropping duplicated tail rows).
-        predictions = accelerator.pad_across_processes(logits.argmax(dim=-1), dim=1, pad_index=IGNORE)
-        labels = accelerator.pad_across_processes(batch["labels"], dim=1, pad_index=IGNORE)
-        predictions, labels = accelerator.gather_for_metrics((predictions, labels))
-        batch_predicted, batch_gold = align_predictions(predictions.cpu().numpy(), labels.cpu().numpy(), id2label)
-        predicted += batch_predicted
-        gold += batch_gold
-    if max_batches is not None:
-        loader.end()  # a partial pass must not stay registered as the active dataloader
-    model.train()
-    return gold, predicted
+    result = collect_predictions(model, loader, accelerator, id2label, max_batches)
+    return result.gold, result.predicted
 
 
 def evaluate(model, loader, accelerator: Accelerator, id2label: dict[int, str], max_batches: int | None = None) -> dict:

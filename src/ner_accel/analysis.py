@@ -1,0 +1,114 @@
+"""Error analysis, as in the book: sentences by loss, the tag confusion matrix, and the tokens that carry the loss."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from rich.table import Table
+
+
+def scored_words(tokenizer, sentences: list[list[str]], max_length: int) -> list[list[str]]:
+    """The words of each sentence that keep a sub-token after tokenization and truncation (the scored ones)."""
+    encoded = tokenizer(sentences, is_split_into_words=True, truncation=True, max_length=max_length)
+    kept = []
+    for row, words in enumerate(sentences):
+        indices = sorted({w for w in encoded.word_ids(row) if w is not None})
+        kept.append([words[i] for i in indices])
+    return kept
+
+
+def worst_sentences(
+    words: list[list[str]], gold: list[list[str]], predicted: list[list[str]], losses: list[list[float]], n: int
+) -> list[dict]:
+    """The n sentences with the largest summed word loss (the book's ranking), gold and predicted side by side."""
+    totals = [sum(sentence) for sentence in losses]
+    order = sorted(range(len(totals)), key=lambda i: -totals[i])[:n]
+    return [
+        {
+            "index": i,
+            "loss": totals[i],
+            "mean_loss": totals[i] / max(1, len(losses[i])),
+            "tokens": words[i],
+            "gold": gold[i],
+            "predicted": predicted[i],
+            "losses": losses[i],
+        }
+        for i in order
+    ]
+
+
+def confusion_matrix(gold: list[list[str]], predicted: list[list[str]], labels: list[str]) -> list[list[int]]:
+    """Word counts: row = gold tag, column = predicted tag, both in `labels` order."""
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = [[0] * len(labels) for _ in labels]
+    for gold_tags, predicted_tags in zip(gold, predicted):
+        for g, p in zip(gold_tags, predicted_tags):
+            matrix[index[g]][index[p]] += 1
+    return matrix
+
+
+def loss_by_key(keys: list[list[str]], losses: list[list[float]], top: int | None = None) -> list[dict]:
+    """Summed and mean loss per key (a word or a tag), largest total first: where the model loses most."""
+    total, count = defaultdict(float), defaultdict(int)
+    for sentence_keys, sentence_losses in zip(keys, losses):
+        for key, loss in zip(sentence_keys, sentence_losses):
+            total[key] += loss
+            count[key] += 1
+    rows = [{"key": k, "count": count[k], "total_loss": total[k], "mean_loss": total[k] / count[k]} for k in total]
+    return sorted(rows, key=lambda row: (-row["total_loss"], row["key"]))[:top]
+
+
+def error_analysis(
+    words: list[list[str]],
+    gold: list[list[str]],
+    predicted: list[list[str]],
+    losses: list[list[float]],
+    labels: list[str],
+    worst: int = 10,
+    top_tokens: int = 10,
+) -> dict:
+    """Everything the book's error-analysis section looks at, as JSON-ready data."""
+    scored = sum(len(sentence) for sentence in losses)
+    return {
+        "mean_word_loss": sum(map(sum, losses)) / max(1, scored),
+        "sentence_losses": [sum(sentence) for sentence in losses],
+        "worst_sentences": worst_sentences(words, gold, predicted, losses, worst),
+        "labels": labels,
+        "confusion": confusion_matrix(gold, predicted, labels),
+        "tokens": loss_by_key(words, losses, top_tokens),
+        "gold_tags": loss_by_key(gold, losses),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rich views of the analysis
+
+
+def sentence_table(record: dict, title: str) -> Table:
+    """One sentence as columns: token, gold tag, predicted tag, loss; mistakes in bold red."""
+    table = Table(title=f"{title} (loss {record['loss']:.2f})")
+    for column in ("token", "gold", "predicted", "loss"):
+        table.add_column(column, justify="right" if column == "loss" else "left")
+    for token, g, p, loss in zip(record["tokens"], record["gold"], record["predicted"], record["losses"]):
+        table.add_row(token, g, p, f"{loss:.2f}", style="bold red" if g != p else None)
+    return table
+
+
+def confusion_table(matrix: list[list[int]], labels: list[str], title: str) -> Table:
+    """Rows are gold tags, columns predicted tags; the diagonal (correct words) in bold."""
+    table = Table(title=title)
+    table.add_column("gold \\ predicted")
+    for label in labels:
+        table.add_column(label, justify="right")
+    for i, (label, row) in enumerate(zip(labels, matrix)):
+        table.add_row(label, *(f"[bold]{n}[/bold]" if i == j else str(n) for j, n in enumerate(row)))
+    return table
+
+
+def loss_table(rows: list[dict], title: str, key: str = "token") -> Table:
+    table = Table(title=title)
+    for column in (key, "count", "total loss", "mean loss"):
+        table.add_column(column, justify="left" if column == key else "right")
+    for row in rows:
+        table.add_row(row["key"], str(row["count"]), f"{row['total_loss']:.2f}", f"{row['mean_loss']:.3f}")
+    return table

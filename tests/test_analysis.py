@@ -1,0 +1,95 @@
+"""Error analysis: exact confusion counts, rankings and loss sums; per-word losses agree with the model's loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from accelerate import Accelerator
+from conftest import TRAIN, build_tokenizer
+
+from ner_accel.analysis import confusion_matrix, error_analysis, loss_by_key, scored_words, worst_sentences
+from ner_accel.batching import make_loader
+from ner_accel.data import read_conll, to_dataset
+from ner_accel.encoding import encode_dataset
+from ner_accel.evaluation import collect_predictions, evaluate
+from ner_accel.model import load_model, load_tokenizer
+
+LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+WORDS = [["Anna", "in", "Rom"], ["Bern", "."], ["Jo", "Bo", "lacht"]]
+GOLD = [["B-PER", "O", "B-LOC"], ["B-LOC", "O"], ["B-PER", "I-PER", "O"]]
+PREDICTED = [["B-PER", "O", "B-PER"], ["B-LOC", "O"], ["B-PER", "B-PER", "I-LOC"]]
+LOSSES = [[0.5, 0.25, 2.0], [0.125, 0.0], [0.25, 1.5, 1.0]]
+
+
+def test_confusion_matrix_exact():
+    matrix = confusion_matrix(GOLD, PREDICTED, LABELS)
+    expected = [[0] * 5 for _ in LABELS]
+    for gold, predicted in [("B-PER", "B-PER"), ("O", "O"), ("B-LOC", "B-PER"), ("B-LOC", "B-LOC"), ("O", "O"),
+                            ("B-PER", "B-PER"), ("I-PER", "B-PER"), ("O", "I-LOC")]:  # fmt: skip
+        expected[LABELS.index(gold)][LABELS.index(predicted)] += 1
+    assert matrix == expected
+    assert matrix[0] == [2, 0, 1, 0, 0]
+    assert sum(map(sum, matrix)) == 8
+
+
+def test_worst_sentences_rank_by_summed_loss():
+    worst = worst_sentences(WORDS, GOLD, PREDICTED, LOSSES, 2)
+    assert [r["index"] for r in worst] == [0, 2]  # equal totals keep file order (stable sort)
+    assert worst[1] == {
+        "index": 2, "loss": 2.75, "mean_loss": 2.75 / 3, "tokens": ["Jo", "Bo", "lacht"],
+        "gold": ["B-PER", "I-PER", "O"], "predicted": ["B-PER", "B-PER", "I-LOC"], "losses": [0.25, 1.5, 1.0],
+    }  # fmt: skip
+    assert len(worst_sentences(WORDS, GOLD, PREDICTED, LOSSES, 10)) == 3
+
+
+def test_loss_by_key_sums_and_means():
+    words = [["in", "Rom", "in"], ["Rom"]]
+    losses = [[1.0, 2.0, 0.5], [1.0]]
+    assert loss_by_key(words, losses) == [
+        {"key": "Rom", "count": 2, "total_loss": 3.0, "mean_loss": 1.5},
+        {"key": "in", "count": 2, "total_loss": 1.5, "mean_loss": 0.75},
+    ]
+    assert loss_by_key(words, losses, top=1)[0]["key"] == "Rom"
+    assert loss_by_key(GOLD, LOSSES)[0] == {"key": "B-LOC", "count": 2, "total_loss": 2.125, "mean_loss": 1.0625}
+
+
+def test_error_analysis_bundle():
+    analysis = error_analysis(WORDS, GOLD, PREDICTED, LOSSES, LABELS, worst=1, top_tokens=2)
+    assert analysis["sentence_losses"] == [2.75, 0.125, 2.75]
+    assert analysis["mean_word_loss"] == pytest.approx(5.625 / 8)
+    assert [r["index"] for r in analysis["worst_sentences"]] == [0]
+    assert [row["key"] for row in analysis["tokens"]] == ["Rom", "Bo"]
+    assert analysis["labels"] == LABELS
+
+
+def test_scored_words_follow_truncation():
+    tokenizer = build_tokenizer()
+    sentences = [["Angela", "Merkel", "besuchte", "Paris"], ["Paris"]]
+    # [CLS] ang ##ela mer ##kel [SEP] at max_length 6: 'besuchte' and 'Paris' lose every sub-token.
+    assert scored_words(tokenizer, sentences, max_length=6) == [["Angela", "Merkel"], ["Paris"]]
+    assert scored_words(tokenizer, sentences, max_length=64) == sentences
+
+
+def test_word_losses_agree_with_the_model_loss(tiny_model, tmp_path):
+    """The mean of the per-word losses is the model's own (token-averaged) cross-entropy on the same words."""
+    path = tmp_path / "train.conll"
+    path.write_text(TRAIN, encoding="utf-8")
+    sentences = read_conll(path)
+    labels = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+    tokenizer = load_tokenizer(str(tiny_model))
+    rows = encode_dataset(to_dataset(sentences, "de"), tokenizer, labels, 64, False, "de")
+    model = load_model(str(tiny_model), labels)
+    accelerator = Accelerator(cpu=True)
+    loader = make_loader(rows, tokenizer, batch_size=len(sentences), seed=0, train=False)
+    batch = next(iter(loader))
+    model.eval()
+    with torch.no_grad():
+        expected = model(**batch).loss
+    model, loader = accelerator.prepare(model, loader)
+    found = collect_predictions(model, loader, accelerator, model.config.id2label)
+    words = [loss for sentence in found.losses for loss in sentence]
+    assert len(words) == sum(len(s["tokens"]) for s in sentences)
+    torch.testing.assert_close(torch.tensor(sum(words) / len(words)), expected, rtol=1e-5, atol=1e-6)
+    assert [len(g) for g in found.gold] == [len(p) for p in found.predicted] == [len(s) for s in found.losses]
+    metrics = evaluate(model, loader, accelerator, model.config.id2label)
+    assert metrics["sentences"] == len(sentences)
