@@ -1,0 +1,217 @@
+"""Evaluate trained models on any split of any number of datasets: F1 per language and entity type, the
+cross-lingual matrix (training languages as rows, test languages as columns) and the book's error analysis.
+
+One model on two local languages, with error analysis:
+    python -m ner_accel.evaluate --model artifacts/run --data-dir ../shared/data/panx/de ../shared/data/panx/fr \
+        --error-analysis
+The cross-lingual matrix of three models on three languages:
+    python -m ner_accel.evaluate --model runs/de runs/en runs/fr --data-dir ../shared/data/panx/{de,en,fr}
+Hub PAN-X, several processes:
+    accelerate launch -m ner_accel.evaluate --model runs/de --languages de fr it en --split test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from accelerate import Accelerator, DataLoaderConfiguration
+from rich.console import Console
+from transformers import AutoModelForTokenClassification
+
+from .analysis import confusion_table, error_analysis, loss_table, scored_words, sentence_table
+from .artifacts import CONFIG_FILE, MODEL_DIR, write_json
+from .batching import make_loader
+from .config import UsageError
+from .data import check_known_tags, find_split_file, read_split, take, to_dataset
+from .encoding import encode_dataset
+from .evaluation import collect_predictions
+from .hub import load_hub_panx, pretrained_kwargs
+from .metrics import cross_lingual_table, entity_metrics, language_table, matrix_markdown
+from .model import load_tokenizer
+from .precision import resolve_mixed_precision
+from .train import setup_logging
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # Models
+    parser.add_argument("--model", nargs="+", required=True, help="Run directories (with model/) or model directories.")
+    parser.add_argument("--trust-remote-code", action="store_true", help="Allow model code from the model directory.")
+    # Data
+    parser.add_argument("--data-dir", nargs="+", help="Local directories with <split>.conll or <split>.jsonl files.")
+    parser.add_argument("--languages", nargs="+", help="PAN-X languages read from --dataset (Hub or local copy).")
+    parser.add_argument("--dataset", default="google/xtreme", help="Hub id or local copy of XTREME (with --languages).")
+    parser.add_argument("--split", default="validation", help="Split to evaluate: train, validation or test.")
+    parser.add_argument("--max-eval-samples", type=int, help="Use only the first N sentences of each dataset.")
+    parser.add_argument("--max-length", type=int, help="Truncate to this many sub-tokens (default: the model's limit).")
+    # Runtime
+    parser.add_argument("--per-device-batch-size", type=int, default=32, help="Sentences per device per batch.")
+    parser.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "fp16", "bf16"])
+    # Output
+    parser.add_argument("--output", default="evaluation.json", help="JSON file with every metric and the analysis.")
+    parser.add_argument(
+        "--error-analysis", action="store_true", help="Print worst sentences, confusions, lossy tokens."
+    )
+    parser.add_argument("--worst", type=int, default=10, help="Worst sentences kept in the error analysis.")
+    parser.add_argument("--top-tokens", type=int, default=10, help="Tokens with the most loss kept in the analysis.")
+    parser.add_argument("--markdown", action="store_true", help="Also print the cross-lingual table as Markdown.")
+    args = parser.parse_args(argv)
+    if bool(args.data_dir) == bool(args.languages):
+        raise UsageError("pass exactly one of --data-dir <dir> ... (local files) or --languages <lang> ... (PAN-X)")
+    for flag in ("max_eval_samples", "max_length", "per_device_batch_size", "worst", "top_tokens"):
+        value = getattr(args, flag)
+        if value is not None and value < (0 if flag in ("worst", "top_tokens") else 1):
+            raise UsageError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
+    return args
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inputs: evaluation sets (word level) and trained models
+
+
+def load_eval_sets(args: argparse.Namespace) -> dict[str, list[dict]]:
+    """Word-level sentences of the chosen split, one entry per language or local directory."""
+    sets = {}
+    if args.data_dir:
+        for directory in args.data_dir:
+            root = Path(directory)
+            if not root.is_dir():
+                raise UsageError(f"--data-dir {directory}: directory not found")
+            path = find_split_file(root, args.split)
+            if path is None:
+                raise UsageError(f"{root}: no {args.split} file; add {args.split}.conll or choose another --split")
+            sets[root.resolve().name] = read_split(path)
+    else:
+        for language in args.languages:
+            splits, _ = load_hub_panx(args.dataset, language)
+            if args.split not in splits:
+                raise UsageError(f"PAN-X.{language} has no '{args.split}' split; choose one of {sorted(splits)}")
+            sets[language] = splits[args.split]
+    return {name: take(sentences, args.max_eval_samples, None, 0) for name, sentences in sets.items()}
+
+
+def model_dir(path: str) -> Path:
+    """A run directory's model/ folder, or the given directory when it is a model itself."""
+    root = Path(path)
+    for candidate in (root / MODEL_DIR, root):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise UsageError(f"--model {path}: no trained model here; pass a run directory (with model/) or a model directory")
+
+
+def training_name(path: str) -> str:
+    """What the model was trained on (e.g. 'de' or 'de+fr'), the row name of the cross-lingual matrix."""
+    config_file = Path(path) / CONFIG_FILE
+    if not config_file.is_file():
+        return Path(path).resolve().name
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    sources = [Path(d.rstrip("/")).name for d in config["data_dir"]] if config.get("data_dir") else config["languages"]
+    return "+".join(sources)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation of one model on every set
+
+
+def evaluate_model(path: str, sets: dict[str, list[dict]], args: argparse.Namespace, accelerator: Accelerator) -> dict:
+    """Metrics and error analysis of one model on each evaluation set."""
+    directory = model_dir(path)
+    tokenizer = load_tokenizer(str(directory), args.trust_remote_code)
+    model = AutoModelForTokenClassification.from_pretrained(
+        directory, **pretrained_kwargs(str(directory), args.trust_remote_code)
+    )
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    max_length = min(args.max_length or tokenizer.model_max_length, tokenizer.model_max_length, 512)
+    pad_to = 8 if accelerator.mixed_precision != "no" else None
+    loaders, orders = {}, {}
+    for name, sentences in sets.items():
+        check_known_tags(sentences, labels, f"{name}/{args.split}")
+        with accelerator.main_process_first():
+            rows = encode_dataset(
+                to_dataset(sentences, name), tokenizer, labels, max_length, False, f"{name}/{args.split}"
+            )
+        loaders[name] = make_loader(
+            rows,
+            tokenizer,
+            args.per_device_batch_size * accelerator.num_processes,
+            seed=0,
+            train=False,
+            pad_to_multiple_of=pad_to,
+        )
+        # Loaders yield sentences longest first; this order maps results back to the file's order.
+        orders[name] = np.argsort([i for batch in loaders[name].batch_sampler for i in batch], kind="stable")
+    model, *prepared = accelerator.prepare(model, *loaders.values())
+    results = {}
+    for (name, sentences), loader in zip(sets.items(), prepared):
+        found = collect_predictions(model, loader, accelerator, model.config.id2label)
+        gold, predicted, losses = (
+            [values[i] for i in orders[name]] for values in (found.gold, found.predicted, found.losses)
+        )
+        words = scored_words(tokenizer, [s["tokens"] for s in sentences], max_length)
+        results[name] = {
+            **entity_metrics(gold, predicted),
+            "sentences": len(gold),
+            "analysis": error_analysis(words, gold, predicted, losses, labels, args.worst, args.top_tokens),
+        }
+    accelerator.free_memory()
+    return results
+
+
+def print_analysis(console: Console, model_name: str, results: dict[str, dict], shown: int = 3) -> None:
+    for name, metrics in results.items():
+        analysis, where = metrics["analysis"], f"{model_name} on {name}"
+        for rank, record in enumerate(analysis["worst_sentences"][:shown], start=1):
+            console.print(sentence_table(record, f"{where}: worst sentence {rank}, #{record['index']}"))
+        console.print(confusion_table(analysis["confusion"], analysis["labels"], f"{where}: tag confusion (words)"))
+        console.print(loss_table(analysis["tokens"], f"{where}: tokens with the most loss"))
+        console.print(loss_table(analysis["gold_tags"], f"{where}: loss by gold tag", key="tag"))
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Evaluate every model on every set; print the tables and write the JSON on the main process."""
+    accelerator = Accelerator(
+        mixed_precision=resolve_mixed_precision(args.mixed_precision),
+        dataloader_config=DataLoaderConfiguration(split_batches=True),  # batches are global; see batching.py
+    )
+    setup_logging(accelerator)
+    console = Console()
+    sets = load_eval_sets(args)
+    names = [training_name(path) for path in args.model]
+    names = [n if names.count(n) == 1 else f"{n} ({Path(p).resolve().name})" for n, p in zip(names, args.model)]
+    report = {"split": args.split, "datasets": list(sets), "models": [], "cross_lingual_f1": {}}
+    for name, path in zip(names, args.model):
+        results = evaluate_model(path, sets, args, accelerator)
+        mean_f1 = sum(r["f1"] for r in results.values()) / len(results)
+        report["models"].append({"name": name, "path": str(path), "results": results, "mean_f1": mean_f1})
+        report["cross_lingual_f1"][name] = {**{s: r["f1"] for s, r in results.items()}, "mean": mean_f1}
+        if accelerator.is_main_process:
+            console.print(language_table(results, f"{name} ({path}), {args.split}"))
+            if args.error_analysis:
+                print_analysis(console, name, results)
+    if accelerator.is_main_process:
+        console.print(cross_lingual_table(report["cross_lingual_f1"], f"Cross-lingual F1, {args.split}"))
+        if args.markdown:
+            print(matrix_markdown(report["cross_lingual_f1"]))
+        write_json(Path(args.output), report)
+        console.print(f"wrote {args.output}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry: exit 0 on success, 2 on bad input (one line on stderr)."""
+    try:
+        run(parse_args(argv))
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
