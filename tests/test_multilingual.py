@@ -49,7 +49,6 @@ def run_args(model: Path, output: Path, *data: str) -> list[str]:
 
 # artifacts.report_text passes final["mean_f1"] (a float) to metrics_table: every multilingual run crashes while
 # saving. Reported; strict, so this fails loudly (XPASS) once artifacts.py skips the mean.
-REPORT_BUG = pytest.mark.xfail(raises=TypeError, strict=True, reason="artifacts.report_text chokes on mean_f1")
 
 
 def test_fractions_sample_each_language(tmp_path):
@@ -62,7 +61,6 @@ def test_fractions_sample_each_language(tmp_path):
     assert again.train["tokens"] == corpus.train["tokens"]  # the sample is fixed by the seed
 
 
-@REPORT_BUG
 def test_training_on_two_directories_reports_each_language_and_the_mean(tiny_model, tmp_path):
     de = write_language(tmp_path, "de")
     fr = write_language(tmp_path, "fr", validation=VALIDATION.split("\n\n")[0] + "\n")
@@ -78,7 +76,6 @@ def test_training_on_two_directories_reports_each_language_and_the_mean(tiny_mod
     assert config["language_fractions"] == [0.6, 1.0]
 
 
-@REPORT_BUG
 def test_training_on_hub_languages_offline(tiny_model, tmp_path):
     hub = build_hub_copy(tmp_path)
     corpus = load_corpus(None, str(hub), ["de", "fr"], max_train_samples=4)

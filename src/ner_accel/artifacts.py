@@ -74,7 +74,10 @@ def report_text(results: dict[str, dict]) -> str:
     buffer = io.StringIO()
     console = Console(file=buffer, width=100, color_system=None)
     for name, metrics in results.items():
-        console.print(metrics_table(metrics, name))
+        if name == "mean_f1":
+            console.print(f"mean F1 over {len(results) - 1} languages: {metrics:.4f}")
+        else:
+            console.print(metrics_table(metrics, name))
     return buffer.getvalue()
 
 

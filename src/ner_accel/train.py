@@ -183,7 +183,13 @@ def train(config: TrainConfig) -> dict:
         )
         eval_rows = {
             name: encode_dataset(
-                words, tokenizer, corpus.labels, max_length, config.label_all_tokens, f"{name}/validation"
+                # Scored per word (first sub-token) whatever the training labels: entity metrics stay comparable.
+                words,
+                tokenizer,
+                corpus.labels,
+                max_length,
+                False,
+                f"{name}/validation",
             )
             for name, words in corpus.validation.items()
         }
