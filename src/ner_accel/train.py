@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
 import sys
-from contextlib import nullcontext
 
-import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
@@ -26,7 +23,6 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 from transformers.utils import logging as hf_logging
 
-from .alignment import IGNORE
 from .artifacts import CONFIG_FILE, check_run_dir, save_final, write_json
 from .batching import make_loader, padding_efficiency
 from .checkpoint import Checkpoints, TrainerState, load_trainer_state, resolve_resume
@@ -36,50 +32,11 @@ from .encoding import encode_dataset
 from .evaluation import evaluate
 from .metrics import metrics_table
 from .model import load_model, load_tokenizer
+from .optimization import LossMeter, accumulation_windows, build_optimizer, forward_backward
 from .precision import resolve_mixed_precision
+from .signals import Preempted, StopSignal
 
 logger = get_logger("ner_accel")
-
-
-def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on weight matrices only: biases and LayerNorm weights are not decayed."""
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
-            (no_decay if parameter.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.learning_rate, foreach=True)
-
-
-def accumulation_windows(loader, size: int):
-    """Group micro-batches into the lists that make one optimizer step each (the last may be shorter)."""
-    window = []
-    for batch in loader:
-        window.append(batch)
-        if len(window) == size:
-            yield window
-            window = []
-    if window:
-        yield window
-
-
-def forward_backward(model, window: list[dict], accelerator: Accelerator) -> torch.Tensor:
-    """Backpropagate one optimizer step's micro-batches; return this process's share of the step's mean loss.
-
-    The loss is summed over labelled tokens and divided by the labelled tokens of the whole effective batch
-    (every micro-batch on every process), so N processes or K accumulation steps give the gradient of one big
-    batch even when micro-batches hold different numbers of labelled tokens. DDP averages gradients over
-    processes, hence the factor num_processes.
-    """
-    labelled = accelerator.reduce(sum((batch["labels"] != IGNORE).sum() for batch in window), "sum").clamp(min=1)
-    step_loss = torch.zeros((), device=accelerator.device)
-    for index, batch in enumerate(window):
-        # Only the last micro-batch all-reduces gradients; the others accumulate locally.
-        with nullcontext() if index == len(window) - 1 else accelerator.no_sync(model):
-            loss = model(**batch, num_items_in_batch=labelled).loss
-            accelerator.backward(loss * accelerator.num_processes)
-        step_loss += loss.detach()
-    return step_loss
 
 
 def run_evaluation(model, eval_loaders: dict, accelerator: Accelerator, id2label: dict) -> dict[str, dict]:
@@ -112,44 +69,37 @@ def setup_logging(accelerator: Accelerator) -> Console:
     return console
 
 
-class Preempted(Exception):
-    """SIGTERM/SIGINT arrived: the run saved a checkpoint and stops."""
-
-    def __init__(self, checkpoint, signal_number: int) -> None:
-        super().__init__(str(checkpoint))
-        self.checkpoint, self.signal_number = checkpoint, signal_number
-
-
-class StopSignal:
-    """Record SIGTERM/SIGINT (Slurm --signal, spot notices, Ctrl-C) so the loop stops after the current step."""
-
-    def __enter__(self) -> StopSignal:
-        self.received = 0
-        self.previous = {number: signal.signal(number, self._handle) for number in (signal.SIGTERM, signal.SIGINT)}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for number, handler in self.previous.items():
-            signal.signal(number, handler)
-
-    def _handle(self, number: int, frame) -> None:
-        self.received = number
-
-    def requested(self, accelerator: Accelerator) -> bool:
-        """All processes must agree on the step to stop at, so the flag is all-reduced when there are several."""
-        if accelerator.num_processes == 1:
-            return bool(self.received)
-        flag = torch.tensor(float(self.received), device=accelerator.device)
-        self.received = int(accelerator.reduce(flag, "max").item())
-        return bool(self.received)
-
-
-def mean_loss(running_loss: torch.Tensor, steps: int, step: int, accelerator: Accelerator) -> float:
-    """Mean per-token loss over the last `steps` steps; a non-finite value stops the run (one host sync)."""
-    loss = accelerator.reduce(running_loss, "sum").item() / max(steps, 1)
-    if not math.isfinite(loss):
-        raise FloatingPointError(f"non-finite training loss ({loss}) in the {steps} optimizer steps up to step {step}")
-    return loss
+def build_loaders(config: TrainConfig, accelerator: Accelerator, tokenizer, corpus) -> tuple:
+    """Tokenize once (main process first; the others read its cache) and batch: (train rows, train, eval loaders)."""
+    max_length = min(config.max_length or tokenizer.model_max_length, tokenizer.model_max_length, 512)
+    with accelerator.main_process_first():
+        train_rows = encode_dataset(
+            corpus.train, tokenizer, corpus.labels, max_length, config.label_all_tokens, "train"
+        )
+        # Validation is scored per word (first sub-token) whatever the training labels, so F1 stays comparable.
+        eval_rows = {
+            name: encode_dataset(words, tokenizer, corpus.labels, max_length, False, f"{name}/validation")
+            for name, words in corpus.validation.items()
+        }
+    world = accelerator.num_processes
+    pad_to = 8 if accelerator.mixed_precision != "no" else None  # tensor-core friendly shapes
+    common = dict(
+        tokenizer=tokenizer, seed=config.seed, pad_to_multiple_of=pad_to, num_workers=config.dataloader_num_workers
+    )
+    train_loader = make_loader(
+        train_rows,
+        batch_size=config.per_device_train_batch_size * world,
+        train=True,
+        group_by_length=config.group_by_length,
+        num_processes=world,
+        accumulation=config.gradient_accumulation_steps,
+        **common,
+    )
+    eval_loaders = {
+        name: make_loader(rows, batch_size=config.per_device_eval_batch_size * world, train=False, **common)
+        for name, rows in eval_rows.items()
+    }
+    return train_rows, train_loader, eval_loaders
 
 
 def train(config: TrainConfig) -> dict:
@@ -164,7 +114,7 @@ def train(config: TrainConfig) -> dict:
     check_run_dir(run_dir, config.overwrite, resuming=config.resume is not None)
     resume_from = resolve_resume(config.resume, run_dir) if config.resume else None
 
-    # Data: read words, tokenize once (main process first, the others read its cache).
+    # Data: words from the Hub or local files, then tokenized, cached, length-grouped batches.
     tokenizer = load_tokenizer(config.model, config.trust_remote_code)
     corpus = load_corpus(
         config.data_dir,
@@ -176,50 +126,8 @@ def train(config: TrainConfig) -> dict:
         config.seed,
     )
     state = load_trainer_state(resume_from, corpus.labels) if resume_from else TrainerState(labels=corpus.labels)
-    max_length = min(config.max_length or tokenizer.model_max_length, tokenizer.model_max_length, 512)
-    with accelerator.main_process_first():
-        train_rows = encode_dataset(
-            corpus.train, tokenizer, corpus.labels, max_length, config.label_all_tokens, "train"
-        )
-        eval_rows = {
-            name: encode_dataset(
-                # Scored per word (first sub-token) whatever the training labels: entity metrics stay comparable.
-                words,
-                tokenizer,
-                corpus.labels,
-                max_length,
-                False,
-                f"{name}/validation",
-            )
-            for name, words in corpus.validation.items()
-        }
-    world = accelerator.num_processes
-    pad_to = 8 if accelerator.mixed_precision != "no" else None
-    train_loader = make_loader(
-        train_rows,
-        tokenizer,
-        config.per_device_train_batch_size * world,
-        config.seed,
-        train=True,
-        group_by_length=config.group_by_length,
-        num_processes=world,
-        pad_to_multiple_of=pad_to,
-        num_workers=config.dataloader_num_workers,
-        accumulation=config.gradient_accumulation_steps,
-    )
-    sampler = train_loader.batch_sampler
-    eval_loaders = {
-        name: make_loader(
-            rows,
-            tokenizer,
-            config.per_device_eval_batch_size * world,
-            config.seed,
-            train=False,
-            pad_to_multiple_of=pad_to,
-            num_workers=config.dataloader_num_workers,
-        )
-        for name, rows in eval_rows.items()
-    }
+    train_rows, train_loader, eval_loaders = build_loaders(config, accelerator, tokenizer, corpus)
+    sampler, world = train_loader.batch_sampler, accelerator.num_processes
 
     # Model, optimizer, schedule; then one prepare, then the saved state if resuming.
     model = load_model(config.model, corpus.labels, config.trust_remote_code)
@@ -261,10 +169,11 @@ def train(config: TrainConfig) -> dict:
         improved = f1 > state.best_f1
         state.best_f1 = max(f1, state.best_f1)
         state.evaluations_since_best = 0 if improved else state.evaluations_since_best + 1
+        losses.mean(accelerator, state.step)  # never checkpoint a diverged model
         checkpoints.save(accelerator, state, is_best=improved)
         return config.patience is not None and state.evaluations_since_best >= config.patience
 
-    running_loss, since_log, out_of_patience = torch.zeros((), device=accelerator.device), 0, False
+    losses, out_of_patience = LossMeter(accelerator.device), False
     bar = dict(total=total_steps, initial=state.step, disable=not accelerator.is_local_main_process, desc="train")
     with StopSignal() as stop, tqdm(**bar) as progress:
         for epoch in range(state.epoch, config.num_train_epochs):
@@ -277,27 +186,27 @@ def train(config: TrainConfig) -> dict:
             )
             loader.set_epoch(epoch)
             for window in accumulation_windows(loader, config.gradient_accumulation_steps):
-                running_loss += forward_backward(model, window, accelerator)
+                losses.add(forward_backward(model, window, accelerator))
                 if config.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                state.step, since_log = state.step + 1, since_log + 1
-                state.batches_in_epoch += len(window)
+                state.step, state.batches_in_epoch = state.step + 1, state.batches_in_epoch + len(window)
                 progress.update(1)
                 if state.step % config.logging_steps == 0:  # the only routine host sync of a step
-                    loss = mean_loss(running_loss, since_log, state.step, accelerator)
-                    progress.set_postfix(loss=f"{loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-                    state.history.append(
-                        {"step": state.step, "loss": loss, "learning_rate": scheduler.get_last_lr()[0]}
-                    )
-                    running_loss.zero_()
-                    since_log = 0
+                    logged = {
+                        "step": state.step,
+                        "loss": losses.mean(accelerator, state.step),
+                        "learning_rate": scheduler.get_last_lr()[0],
+                    }
+                    progress.set_postfix(loss=f"{logged['loss']:.4f}", lr=f"{logged['learning_rate']:.2e}")
+                    state.history.append(logged)
+                    losses.reset()
                 if config.eval_steps and state.step % config.eval_steps == 0:
                     out_of_patience = evaluate_and_track()
                 elif config.checkpoint_steps and state.step % config.checkpoint_steps == 0:
-                    mean_loss(running_loss, since_log, state.step, accelerator)  # never checkpoint a diverged model
+                    losses.mean(accelerator, state.step)  # never checkpoint a diverged model
                     checkpoints.save(accelerator, state)
                 if stop.requested(accelerator):
                     raise Preempted(checkpoints.save(accelerator, state), stop.received)
