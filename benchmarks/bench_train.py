@@ -15,6 +15,7 @@ Configurations (each run in its own process so peak memory is its own; rounds in
   bare             forward, backward, AdamW over ner_accel's own batches, pre-collated (no data loading): the
                    ceiling of the loop itself
   ner_accel_w1     ner_accel with --dataloader-num-workers 1 (a candidate default)
+  ner_accel_fused  ner_accel with AdamW(fused=True) instead of foreach=True (a candidate default)
 
 Needs: torch, transformers, datasets, seqeval, accelerate (and ner_accel installed or src/ on the path).
 Writes benchmarks/results/<workload>.json and .md. Timings are the training loop's wall time (batches loaded,
@@ -44,7 +45,7 @@ WORKLOADS = {
     "minilm": dict(model=str(SHARED / "models" / "minilm-l6-h384-uncased"), train_samples=8000, eval_samples=None),
     "xlmr-random": dict(model=str(SHARED / "models" / "xlm-roberta-base-shape"), train_samples=600, eval_samples=600),
 }
-CONFIGS = ["seed", "trainer_grouped", "ner_accel", "bare", "ner_accel_w1", "prep"]
+CONFIGS = ["seed", "trainer_grouped", "ner_accel", "bare", "ner_accel_w1", "ner_accel_fused", "prep"]
 DEFAULT_CONFIGS = ["seed", "trainer_grouped", "ner_accel", "bare"]
 
 
@@ -201,8 +202,18 @@ def run_trainer(args, grouped: bool) -> dict:
 # ner_accel's real training code, timed from outside with monkeypatched wrappers
 
 
-def run_ner_accel(args, workers: int = 0) -> dict:
+def run_ner_accel(args, workers: int = 0, fused: bool = False) -> dict:
     from ner_accel import train as T
+
+    if fused:  # candidate default: one fused AdamW kernel per step instead of foreach's several passes over memory
+        build_optimizer = T.build_optimizer
+
+        def fused_optimizer(model, config):
+            optimizer = build_optimizer(model, config)
+            groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in optimizer.param_groups]
+            return type(optimizer)(groups, lr=config.learning_rate, fused=True)
+
+        T.build_optimizer = fused_optimizer
 
     timings = {"train_s": 0.0, "eval_s": [], "prep_s": 0.0}
     counters = []
@@ -381,6 +392,7 @@ def worker(args) -> None:
         "trainer_grouped": lambda: run_trainer(args, grouped=True),
         "ner_accel": lambda: run_ner_accel(args),
         "ner_accel_w1": lambda: run_ner_accel(args, workers=1),
+        "ner_accel_fused": lambda: run_ner_accel(args, fused=True),
         "bare": lambda: run_bare(args),
     }[args.worker]
     result = run()
