@@ -161,7 +161,9 @@ def _read_config_file(path: str) -> dict:
     try:
         values = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise UsageError(f"{path}: not valid {'JSON' if file.suffix == '.json' else 'YAML'} ({error}); fix the syntax") from None
+        raise UsageError(
+            f"{path}: not valid {'JSON' if file.suffix == '.json' else 'YAML'} ({' '.join(str(error).split())}); fix the syntax"
+        ) from None
     if not isinstance(values, dict):
         raise UsageError(f"{path}: expected a mapping of option names to values at the top level")
     names = {f.name for f in dataclasses.fields(TrainConfig)}
