@@ -15,18 +15,27 @@ PANX_NAMES = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
 def write_hub_copy(root):
     """google/xtreme's layout: PAN-X.<lang>/<split>-00000-of-00001.parquet with ClassLabel tags."""
     features = Features(
-        {"tokens": Sequence(Value("string")), "ner_tags": Sequence(ClassLabel(names=PANX_NAMES)),
-         "langs": Sequence(Value("string"))}
+        {
+            "tokens": Sequence(Value("string")),
+            "ner_tags": Sequence(ClassLabel(names=PANX_NAMES)),
+            "langs": Sequence(Value("string")),
+        }
     )
     rows = {
-        "train": [(["Angela", "Merkel", "besuchte", "Paris"], [1, 2, 0, 5]), (["Die", "Bahn", "fährt"], [0, 3, 0]),
-                  (["Bach", "lebte", "in", "Leipzig"], [1, 0, 0, 5])],
+        "train": [
+            (["Angela", "Merkel", "besuchte", "Paris"], [1, 2, 0, 5]),
+            (["Die", "Bahn", "fährt"], [0, 3, 0]),
+            (["Bach", "lebte", "in", "Leipzig"], [1, 0, 0, 5]),
+        ],
         "validation": [(["Merkel", "fährt", "nach", "Leipzig"], [1, 0, 0, 5]), (["Die", "Bahn"], [0, 3])],
         "test": [(["Paris", "und", "Berlin"], [5, 0, 5])],
     }
     for split, sentences in rows.items():
-        data = {"tokens": [t for t, _ in sentences], "ner_tags": [g for _, g in sentences],
-                "langs": [["de"] * len(t) for t, _ in sentences]}
+        data = {
+            "tokens": [t for t, _ in sentences],
+            "ner_tags": [g for _, g in sentences],
+            "langs": [["de"] * len(t) for t, _ in sentences],
+        }
         (root / "PAN-X.de").mkdir(parents=True, exist_ok=True)
         Dataset.from_dict(data, features=features).to_parquet(root / "PAN-X.de" / f"{split}-00000-of-00001.parquet")
     return root
@@ -43,8 +52,25 @@ def test_local_copy_in_hub_layout_loads_with_classlabel_names(tmp_path):
 def test_training_through_the_hub_path(tiny_model, tmp_path):
     hub = write_hub_copy(tmp_path / "xtreme")
     out = tmp_path / "out"
-    assert run_training(["--model", tiny_model, "--dataset", hub, "--languages", "de", "--output-dir", out,
-                         "--num-train-epochs", "1", "--per-device-train-batch-size", "2"]) == 0
+    assert (
+        run_training(
+            [
+                "--model",
+                tiny_model,
+                "--dataset",
+                hub,
+                "--languages",
+                "de",
+                "--output-dir",
+                out,
+                "--num-train-epochs",
+                "1",
+                "--per-device-train-batch-size",
+                "2",
+            ]
+        )
+        == 0
+    )
     (run,) = out.iterdir()
     assert run.name == "tiny-model0-finetuned-panx-de"  # the seed's <model>-finetuned-panx-<lang>
     assert json.loads((run / "train_config.json").read_text())["labels"] == PANX_NAMES
