@@ -25,7 +25,7 @@ from transformers import AutoModelForTokenClassification
 from .analysis import confusion_table, error_analysis, loss_table, scored_words, sentence_table
 from .artifacts import CONFIG_FILE, MODEL_DIR, write_json
 from .batching import make_loader
-from .config import UsageError
+from .config import UsageError, run_command
 from .data import check_known_tags, find_split_file, read_split, take, to_dataset
 from .encoding import encode_dataset
 from .evaluation import collect_predictions
@@ -205,12 +205,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry: exit 0 on success, 2 on bad input (one line on stderr)."""
-    try:
-        run(parse_args(argv))
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(lambda: run(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForTokenClassification
 
 from .artifacts import MODEL_DIR
-from .config import UsageError
+from .config import UsageError, run_command
 from .hub import pretrained_kwargs
 from .model import load_tokenizer
 
@@ -333,12 +333,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry: exit 0 on success, 2 on bad input (one line on stderr)."""
-    try:
-        run(parse_args(argv))
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(lambda: run(parse_args(argv)))
 
 
 if __name__ == "__main__":
