@@ -30,25 +30,30 @@ def split_by_mask(values: np.ndarray, mask: np.ndarray) -> list[list]:
 
 @torch.no_grad()
 def collect_predictions(
-    model, loader, accelerator: Accelerator, id2label: dict[int, str], max_batches: int | None = None
+    model,
+    loader,
+    accelerator: Accelerator,
+    id2label: dict[int, str],
+    max_batches: int | None = None,
+    with_losses: bool = True,
 ) -> WordPredictions:
-    """Tags and per-word losses for every sentence the loader holds, on every process, each sentence once."""
+    """Tags (and, with_losses, per-word losses) for every sentence the loader holds, on every process, once each."""
     model.eval()
     result = WordPredictions()
     for batch in islice(loader, max_batches):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-        # The book's error analysis needs each word's loss, not only the batch mean.
-        losses = F.cross_entropy(logits.transpose(1, 2), batch["labels"], ignore_index=IGNORE, reduction="none")
         # Processes pad to different lengths: pad to a common one, then gather (dropping duplicated tail rows).
         predictions = accelerator.pad_across_processes(logits.argmax(dim=-1), dim=1, pad_index=IGNORE)
         labels = accelerator.pad_across_processes(batch["labels"], dim=1, pad_index=IGNORE)
-        losses = accelerator.pad_across_processes(losses, dim=1, pad_index=0)
-        predictions, labels, losses = accelerator.gather_for_metrics((predictions, labels, losses))
+        predictions, labels = accelerator.gather_for_metrics((predictions, labels))
         labels = labels.cpu().numpy()
         batch_predicted, batch_gold = align_predictions(predictions.cpu().numpy(), labels, id2label)
         result.predicted += batch_predicted
         result.gold += batch_gold
-        result.losses += split_by_mask(losses.cpu().numpy(), labels != IGNORE)
+        if with_losses:  # the book's error analysis needs each word's loss; plain scoring does not
+            losses = F.cross_entropy(logits.transpose(1, 2), batch["labels"], ignore_index=IGNORE, reduction="none")
+            losses = accelerator.gather_for_metrics(accelerator.pad_across_processes(losses, dim=1, pad_index=0))
+            result.losses += split_by_mask(losses.cpu().numpy(), labels != IGNORE)
     if max_batches is not None:
         loader.end()  # a partial pass must not stay registered as the active dataloader
     model.train()
@@ -59,7 +64,7 @@ def predict_word_tags(
     model, loader, accelerator: Accelerator, id2label: dict[int, str], max_batches: int | None = None
 ) -> tuple[list[list[str]], list[list[str]]]:
     """(gold, predicted) tag lists for every sentence the loader holds, on every process, each sentence once."""
-    result = collect_predictions(model, loader, accelerator, id2label, max_batches)
+    result = collect_predictions(model, loader, accelerator, id2label, max_batches, with_losses=False)
     return result.gold, result.predicted
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from functools import cache
 from pathlib import Path
@@ -57,15 +56,18 @@ def load_hub_panx(dataset: str, language: str) -> tuple[dict[str, list[dict]], l
 def pretrained_kwargs(name: str, trust_remote_code: bool) -> dict:
     """Arguments for from_pretrained: never run repository code unless asked; stay local when offline."""
     if not is_local(name):
-        if "/" in name and (name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1):
+        if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not a Hub id (owner/name)
             raise UsageError(f"--model {name}: directory not found; pass an existing model directory or a Hub id")
         if not hub_reachable():
             return {"trust_remote_code": trust_remote_code, "local_files_only": True}
     return {"trust_remote_code": trust_remote_code}
 
 
-def offline_hint(name: str) -> str:
-    return (
-        f"--model {name}: not a local directory and the Hugging Face Hub is unreachable (nor is it cached); "
-        "pass --model <local model directory> (e.g. ../shared/models/minilm-l6-h384-uncased)"
-    )
+def load_error(name: str, what: str, error: OSError) -> UsageError:
+    """The one-line message for a model directory or Hub id whose `what` (tokenizer, config) cannot be loaded."""
+    if "local_files_only" in pretrained_kwargs(name, False):
+        return UsageError(
+            f"--model {name}: not a local directory and the Hugging Face Hub is unreachable (nor is it cached); "
+            "pass --model <local model directory> (e.g. ../shared/models/minilm-l6-h384-uncased)"
+        )
+    return UsageError(f"--model {name}: cannot load its {what} ({error}); pass a model directory with one")

@@ -19,7 +19,7 @@ from transformers import (
 from transformers.modeling_outputs import TokenClassifierOutput
 
 from .config import UsageError
-from .hub import offline_hint, pretrained_kwargs
+from .hub import load_error, pretrained_kwargs
 
 
 class EncoderForTokenClassification:
@@ -82,11 +82,7 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedToke
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, **pretrained_kwargs(name, trust_remote_code))
     except OSError as error:
-        raise UsageError(
-            offline_hint(name)
-            if "local_files_only" in pretrained_kwargs(name, False)
-            else f"--model {name}: cannot load its tokenizer ({error}); pass a model directory with one"
-        ) from error
+        raise load_error(name, "tokenizer", error) from error
     if not tokenizer.is_fast:
         raise UsageError(
             f"--model {name}: the tokenizer is a slow (Python) tokenizer without word_ids(); "
@@ -107,11 +103,7 @@ def model_config(name: str, labels: list[str], trust_remote_code: bool = False, 
             **overrides,
         )
     except OSError as error:
-        raise UsageError(
-            offline_hint(name)
-            if "local_files_only" in pretrained_kwargs(name, False)
-            else f"--model {name}: cannot load its config ({error})"
-        ) from error
+        raise load_error(name, "config", error) from error
     if config.model_type not in HEADS:
         raise UsageError(
             f"--model {name}: model type '{config.model_type}' has no head here; use one of {sorted(HEADS)}"
