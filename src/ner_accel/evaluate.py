@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 from accelerate import Accelerator, DataLoaderConfiguration
 from rich.console import Console
-from transformers import AutoModelForTokenClassification
 
 from .analysis import confusion_table, error_analysis, loss_table, scored_words, sentence_table
 from .artifacts import CONFIG_FILE, MODEL_DIR, write_json
@@ -29,9 +28,9 @@ from .config import UsageError, run_command
 from .data import check_known_tags, find_split_file, read_split, take, to_dataset
 from .encoding import encode_dataset
 from .evaluation import collect_predictions
-from .hub import load_hub_panx, pretrained_kwargs
+from .hub import load_hub_panx
 from .metrics import cross_lingual_table, entity_metrics, language_table, matrix_markdown
-from .model import load_tokenizer
+from .model import load_tokenizer, load_trained
 from .precision import resolve_mixed_precision
 from .train import setup_logging
 
@@ -121,9 +120,7 @@ def evaluate_model(path: str, sets: dict[str, list[dict]], args: argparse.Namesp
     """Metrics and error analysis of one model on each evaluation set."""
     directory = model_dir(path)
     tokenizer = load_tokenizer(str(directory), args.trust_remote_code)
-    model = AutoModelForTokenClassification.from_pretrained(
-        directory, **pretrained_kwargs(str(directory), args.trust_remote_code)
-    )
+    model = load_trained(str(directory), args.trust_remote_code)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     max_length = min(args.max_length or tokenizer.model_max_length, tokenizer.model_max_length, 512)
     pad_to = 8 if accelerator.mixed_precision != "no" else None

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import (
     AutoConfig,
+    AutoModelForTokenClassification,
     AutoTokenizer,
     BertConfig,
     BertModel,
@@ -17,9 +18,11 @@ from transformers import (
     XLMRobertaPreTrainedModel,
 )
 from transformers.modeling_outputs import TokenClassifierOutput
+from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaEmbeddings
 
 from .config import UsageError
 from .hub import load_error, pretrained_kwargs
+from .unpadding import UNPADDED, Packing
 
 
 class EncoderForTokenClassification:
@@ -49,29 +52,68 @@ class EncoderForTokenClassification:
         num_items_in_batch: torch.Tensor | int | None = None,
         **kwargs,
     ) -> TokenClassifierOutput:
-        """num_items_in_batch: labelled tokens in the whole effective batch, to normalise the summed loss by."""
+        """num_items_in_batch: labelled tokens in the whole effective batch, to normalise the summed loss by.
+
+        With the UNPADDED attention the encoder, dropout and classifier run on the batch's real tokens only
+        (see unpadding.py); logits come back in the padded (batch, length, labels) layout either way.
+        """
         encoder = getattr(self, self.base_model_prefix)
-        outputs = encoder(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs)
+        packing = self.packing(input_ids, attention_mask, kwargs)
+        if packing is None:
+            outputs = encoder(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs)
+        else:
+            outputs = encoder(
+                packing.pack(input_ids),
+                token_type_ids=None if token_type_ids is None else packing.pack(token_type_ids),
+                position_ids=packing.pack(self.padded_position_ids(input_ids)),
+                packing=packing,
+                **kwargs,
+            )
+            labels = None if labels is None else packing.pack(labels)
         logits = self.classifier(self.dropout(outputs[0]))
         loss = None
         if labels is not None:
             loss = F.cross_entropy(
-                logits.view(-1, self.num_labels).float(), labels.view(-1), ignore_index=-100, reduction="sum"
+                logits.view(-1, self.num_labels).float(), labels.reshape(-1), ignore_index=-100, reduction="sum"
             )
             loss = loss / (num_items_in_batch if num_items_in_batch is not None else (labels != -100).sum())
         return TokenClassifierOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+            loss=loss,
+            logits=logits if packing is None else packing.unpack(logits),
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
         )
+
+    def packing(self, input_ids, attention_mask, kwargs) -> Packing | None:
+        """How to pack this forward's real tokens, or None to run padded (per-layer outputs keep their layout)."""
+        wants_layers = any(
+            kwargs.get(name, getattr(self.config, name, False))
+            for name in ("output_hidden_states", "output_attentions")
+        )
+        if self.config._attn_implementation != UNPADDED or attention_mask is None or input_ids is None:
+            return None
+        return None if wants_layers or "position_ids" in kwargs else Packing.of(attention_mask)
+
+    def padded_position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The position ids the encoder's embeddings would use for this padded batch."""
+        raise NotImplementedError
 
 
 class XLMRobertaForTokenClassification(EncoderForTokenClassification, XLMRobertaPreTrainedModel):
     config_class = XLMRobertaConfig
     encoder_class = XLMRobertaModel
 
+    def padded_position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        # RoBERTa counts positions over non-pad tokens, starting after padding_idx.
+        return XLMRobertaEmbeddings.create_position_ids_from_input_ids(input_ids, self.config.pad_token_id)
+
 
 class BertForTokenClassification(EncoderForTokenClassification, BertPreTrainedModel):
     config_class = BertConfig
     encoder_class = BertModel
+
+    def padded_position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
 
 
 HEADS = {"xlm-roberta": XLMRobertaForTokenClassification, "bert": BertForTokenClassification}
@@ -111,11 +153,35 @@ def model_config(name: str, labels: list[str], trust_remote_code: bool = False, 
     return config
 
 
-def load_model(name: str, labels: list[str], trust_remote_code: bool = False, from_config: bool = False, **overrides):
-    """Pretrained body (or random weights, from_config=True) with a freshly initialised classifier."""
+def load_model(
+    name: str,
+    labels: list[str],
+    trust_remote_code: bool = False,
+    from_config: bool = False,
+    attention: str = UNPADDED,
+    **overrides,
+):
+    """Pretrained body (or random weights, from_config=True) with a freshly initialised classifier.
+
+    attention: a transformers attention implementation; the default UNPADDED runs on real tokens only.
+    """
     config = model_config(name, labels, trust_remote_code, **overrides)
     head = HEADS[config.model_type]
     if from_config:
-        return head(config)
+        return head._from_config(config, attn_implementation=attention)
     # transformers prefers safetensors and opens any pickle fallback with torch.load(weights_only=True).
-    return head.from_pretrained(name, config=config, **pretrained_kwargs(name, trust_remote_code))
+    return head.from_pretrained(
+        name, config=config, attn_implementation=attention, **pretrained_kwargs(name, trust_remote_code)
+    )
+
+
+def load_trained(directory: str, trust_remote_code: bool = False):
+    """A saved token classifier for inference: ner_accel's head (unpadded) where it has one, else transformers'."""
+    kwargs = pretrained_kwargs(directory, trust_remote_code)
+    try:
+        model_type = AutoConfig.from_pretrained(directory, **kwargs).model_type
+        if model_type in HEADS:
+            return HEADS[model_type].from_pretrained(directory, attn_implementation=UNPADDED, **kwargs)
+        return AutoModelForTokenClassification.from_pretrained(directory, **kwargs)
+    except OSError as error:
+        raise load_error(directory, "model", error) from error

@@ -27,12 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForTokenClassification
 
 from .artifacts import MODEL_DIR
 from .config import UsageError, run_command
-from .hub import pretrained_kwargs
-from .model import load_tokenizer
+from .model import load_tokenizer, load_trained
 
 # ---------------------------------------------------------------------------------------------------------------
 # Words: PAN-X splits punctuation from words; BERT's basic tokenizer draws the same lines, which is what keeps
@@ -160,15 +158,13 @@ class Tagger:
         device: str | None = None,
         trust_remote_code: bool = False,
     ) -> Tagger:
-        """From a run directory (with model/) or a model directory; plain transformers classes, no ner_accel head."""
+        """From a run directory (with model/) or a model directory, with any transformers token classifier."""
         root = Path(path)
         directory = root / MODEL_DIR if (root / MODEL_DIR / "config.json").is_file() else root
         if not (directory / "config.json").is_file():
             raise UsageError(f"--model {path}: no trained model here; pass a run directory or a model directory")
         tokenizer = load_tokenizer(str(directory), trust_remote_code)
-        model = AutoModelForTokenClassification.from_pretrained(
-            directory, **pretrained_kwargs(str(directory), trust_remote_code)
-        )
+        model = load_trained(str(directory), trust_remote_code)
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
         limit = min(max_length or tokenizer.model_max_length, tokenizer.model_max_length, 512)
         return cls(model, tokenizer, limit, limit // 4 if overlap is None else overlap, batch_size)

@@ -1,0 +1,97 @@
+"""The unpadded forward (real tokens packed into one row) computes exactly what the padded model computes."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import BertConfig, XLMRobertaConfig
+
+from ner_accel.model import BertForTokenClassification, XLMRobertaForTokenClassification
+from ner_accel.unpadding import UNPADDED, Packing
+
+SIZES = dict(
+    vocab_size=120,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=64,
+    num_labels=5,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
+FAMILIES = {
+    "bert": (BertForTokenClassification, BertConfig(pad_token_id=0, type_vocab_size=2, **SIZES)),
+    # RoBERTa positions start after padding_idx and count non-pad tokens only.
+    "xlm-roberta": (XLMRobertaForTokenClassification, XLMRobertaConfig(pad_token_id=1, **SIZES)),
+}
+
+
+def padded_batch(config, lengths: list[int], seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    width = max(lengths)
+    input_ids = torch.randint(3, config.vocab_size, (len(lengths), width), generator=generator)
+    labels = torch.randint(0, config.num_labels, (len(lengths), width), generator=generator)
+    attention_mask = torch.zeros(len(lengths), width, dtype=torch.long)
+    for row, length in enumerate(lengths):
+        attention_mask[row, :length] = 1
+    input_ids[attention_mask == 0] = config.pad_token_id
+    labels[attention_mask == 0] = -100
+    labels[:, 0] = -100  # a special token
+    return dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+
+
+def twin_models(family: str):
+    head, config = FAMILIES[family]
+    torch.manual_seed(0)
+    # Each model gets its own config: the attention implementation is stored on it.
+    unpadded = head._from_config(copy.deepcopy(config), attn_implementation=UNPADDED)
+    padded = head._from_config(copy.deepcopy(config), attn_implementation="sdpa")
+    assert unpadded.config._attn_implementation == UNPADDED and padded.config._attn_implementation == "sdpa"
+    padded.load_state_dict(unpadded.state_dict())
+    return unpadded, padded
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("lengths", [[7, 3, 5, 1], [6, 6], [9]])
+def test_unpadded_forward_and_gradients_equal_the_padded_model(family, lengths):
+    unpadded, padded = twin_models(family)
+    batch = padded_batch(unpadded.config, lengths)
+    ours, reference = unpadded(**batch), padded(**batch)
+    real = batch["attention_mask"].bool()
+    assert ours.logits.shape == reference.logits.shape
+    torch.testing.assert_close(ours.logits[real], reference.logits[real], rtol=1e-5, atol=1e-6)
+    assert (ours.logits[~real] == 0).all()
+    torch.testing.assert_close(ours.loss, reference.loss, rtol=1e-5, atol=1e-6)
+    ours.loss.backward()
+    reference.loss.backward()
+    gradients = dict(padded.named_parameters())
+    for name, parameter in unpadded.named_parameters():
+        torch.testing.assert_close(parameter.grad, gradients[name].grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_token_type_ids_are_packed_with_the_tokens():
+    unpadded, padded = twin_models("bert")
+    batch = padded_batch(unpadded.config, [5, 8, 2])
+    batch["token_type_ids"] = (torch.arange(8) >= 4).long().expand(3, 8).clone()
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(unpadded(**batch).logits[real], padded(**batch).logits[real], rtol=1e-5, atol=1e-6)
+
+
+def test_layer_outputs_requested_run_the_padded_layout():
+    unpadded, _ = twin_models("bert")
+    batch = padded_batch(unpadded.config, [4, 2])
+    outputs = unpadded(**batch, output_hidden_states=True)
+    assert outputs.hidden_states[-1].shape[:2] == (2, 4)
+
+
+def test_packing_round_trip():
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]])
+    values = torch.arange(12).view(3, 4)
+    packing = Packing.of(mask)
+    assert packing.pack(values).tolist() == [[0, 1, 2, 4, 8, 9, 10, 11]]
+    assert packing.unpack(packing.pack(values)).tolist() == [[0, 1, 2, 0], [4, 0, 0, 0], [8, 9, 10, 11]]
+    # Each (sentence, slot) knows its packed position; pads point at 0 and are masked in attention.
+    assert packing.index[mask.bool()].tolist() == list(range(8))
