@@ -12,9 +12,11 @@ it reads CoNLL itself and imports ner_accel from src/ (its alignment, batching, 
 `datasets` and `seqeval`, which the training step never calls, are replaced by empty placeholders when absent.
 
 Configurations, each at --batch-sizes (default 24 and 256), on the same sentences and initial weights:
-  trainer        the seed recipe: HF Trainer, random batches, DataCollatorForTokenClassification, bf16
-  ner_accel      ner_accel's batches (length-grouped, padded to a multiple of 8) and step (forward_backward,
-                 clip, fused/foreach AdamW, schedule) under Accelerate bf16, eager
+  trainer        the seed recipe: HF Trainer, random batches, DataCollatorForTokenClassification, bf16, the
+                 padded model (sdpa attention) as transformers loads it
+  ner_accel      ner_accel's batches (length-grouped, padded to a multiple of 8), unpadded forward and step
+                 (forward_backward, clip, fused AdamW, schedule) under Accelerate bf16, eager
+  ner_accel_padded          the same with the padded model (sdpa): what unpadding is worth on this GPU
   ner_accel_compile         the same with torch.compile(dynamic=True)
   ner_accel_compile_graphs  torch.compile(mode="reduce-overhead", dynamic=True): CUDA graphs per shape
 Reported: real (non-padding) tokens/s, model FLOPs utilisation (6 x non-embedding parameters + attention, per real
@@ -37,7 +39,8 @@ sys.path.insert(0, str(ROOT / "src"))
 REQUIRED = ["torch", "transformers", "tokenizers", "numpy", "accelerate"]
 LABELS = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}
-CONFIGS = ["trainer", "ner_accel", "ner_accel_compile", "ner_accel_compile_graphs"]
+CONFIGS = ["trainer", "ner_accel", "ner_accel_padded", "ner_accel_compile", "ner_accel_compile_graphs"]
+PADDED = {"trainer", "ner_accel_padded"}  # configurations that run transformers' padded sdpa model
 
 
 def check_requirements() -> None:
@@ -246,6 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
     from transformers import AutoTokenizer
 
     from ner_accel.model import load_model
+    from ner_accel.unpadding import UNPADDED
 
     began = time.perf_counter()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -279,7 +283,7 @@ def main(argv: list[str] | None = None) -> dict:
                 continue
             if compile_mode and device != "cuda" and config == "ner_accel_compile_graphs":
                 continue  # CUDA graphs need CUDA
-            model = load_model(args.model, LABELS, from_config=True)
+            model = load_model(args.model, LABELS, from_config=True, attention="sdpa" if config in PADDED else UNPADDED)
             model.load_state_dict(initial)
             model.to(device)
             if device == "cuda":

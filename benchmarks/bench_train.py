@@ -12,10 +12,10 @@ Configurations (each run in its own process so peak memory is its own; rounds in
                    evaluation with the seed's compute_metrics (a Python loop over every position)
   trainer_grouped  the same with train_sampling_strategy="group_by_length" (the best a Trainer user gets)
   ner_accel        ner_accel.train.main([...]): the project's real training code, default flags
-  bare             forward, backward, AdamW over ner_accel's own batches, pre-collated (no data loading): the
-                   ceiling of the loop itself
+  bare             forward, backward, AdamW over ner_accel's own batches, pre-collated (no data loading), with
+                   the padded model users get from transformers (sdpa attention): the issue's bare loop
+  bare_unpadded    the same loop with ner_accel's unpadded forward: the ceiling of ner_accel's loop itself
   ner_accel_w1     ner_accel with --dataloader-num-workers 1 (a candidate default)
-  ner_accel_fused  ner_accel with AdamW(fused=True) instead of foreach=True (a candidate default)
 
 Needs: torch, transformers, datasets, seqeval, accelerate (and ner_accel installed or src/ on the path).
 Writes benchmarks/results/<workload>.json and .md. Timings are the training loop's wall time (batches loaded,
@@ -45,8 +45,8 @@ WORKLOADS = {
     "minilm": dict(model=str(SHARED / "models" / "minilm-l6-h384-uncased"), train_samples=8000, eval_samples=None),
     "xlmr-random": dict(model=str(SHARED / "models" / "xlm-roberta-base-shape"), train_samples=600, eval_samples=600),
 }
-CONFIGS = ["seed", "trainer_grouped", "ner_accel", "bare", "ner_accel_w1", "ner_accel_fused", "prep"]
-DEFAULT_CONFIGS = ["seed", "trainer_grouped", "ner_accel", "bare"]
+CONFIGS = ["seed", "trainer_grouped", "ner_accel", "bare", "bare_unpadded", "ner_accel_w1", "prep"]
+DEFAULT_CONFIGS = ["seed", "trainer_grouped", "ner_accel", "bare", "bare_unpadded"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -148,8 +148,9 @@ def run_trainer(args, grouped: bool) -> dict:
         y_pred, y_true = align_predictions(eval_pred.predictions, eval_pred.label_ids)
         return {"f1": f1_score(y_true, y_pred)}
 
-    # Same head class and initial weights as ner_accel (the seed's head: body without pooler, dropout, linear).
-    model = load_model(args.model, labels)
+    # Same head class and initial weights as ner_accel (the seed's head: body without pooler, dropout, linear),
+    # run padded with sdpa attention like transformers' own AutoModelForTokenClassification.
+    model = load_model(args.model, labels, attention="sdpa")
     counter = TokenCounter(model)
     precision = resolve_mixed_precision("auto")  # Trainer runs at ner_accel's default precision
     with tempfile.TemporaryDirectory() as output_dir:
@@ -202,18 +203,8 @@ def run_trainer(args, grouped: bool) -> dict:
 # ner_accel's real training code, timed from outside with monkeypatched wrappers
 
 
-def run_ner_accel(args, workers: int = 0, fused: bool = False) -> dict:
+def run_ner_accel(args, workers: int = 0) -> dict:
     from ner_accel import train as T
-
-    if fused:  # candidate default: one fused AdamW kernel per step instead of foreach's several passes over memory
-        build_optimizer = T.build_optimizer
-
-        def fused_optimizer(model, config):
-            optimizer = build_optimizer(model, config)
-            groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in optimizer.param_groups]
-            return type(optimizer)(groups, lr=config.learning_rate, fused=True)
-
-        T.build_optimizer = fused_optimizer
 
     timings = {"train_s": 0.0, "eval_s": [], "prep_s": 0.0}
     counters = []
@@ -296,7 +287,7 @@ def run_ner_accel(args, workers: int = 0, fused: bool = False) -> dict:
     )
 
 
-def run_bare(args) -> dict:
+def run_bare(args, unpadded: bool) -> dict:
     """Forward, backward, AdamW step over ner_accel's exact batches, collated before the clock starts."""
     import torch
 
@@ -307,6 +298,7 @@ def run_bare(args) -> dict:
     from ner_accel.model import load_model, load_tokenizer
     from ner_accel.precision import resolve_mixed_precision
     from ner_accel.train import build_optimizer
+    from ner_accel.unpadding import UNPADDED
 
     torch.manual_seed(args.seed)
     precision = resolve_mixed_precision("auto")
@@ -324,7 +316,7 @@ def run_bare(args) -> dict:
         )
         loader = make_loader(rows, tokenizer, args.batch_size, args.seed, train=True)
         batches = [dict(batch) for _ in range(args.epochs) for batch in loader]
-    model = load_model(args.model, corpus.labels)
+    model = load_model(args.model, corpus.labels, attention=UNPADDED if unpadded else "sdpa")
     model.train()
     optimizer = build_optimizer(model, TrainConfig(model=args.model))
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -392,8 +384,8 @@ def worker(args) -> None:
         "trainer_grouped": lambda: run_trainer(args, grouped=True),
         "ner_accel": lambda: run_ner_accel(args),
         "ner_accel_w1": lambda: run_ner_accel(args, workers=1),
-        "ner_accel_fused": lambda: run_ner_accel(args, fused=True),
-        "bare": lambda: run_bare(args),
+        "bare": lambda: run_bare(args, unpadded=False),
+        "bare_unpadded": lambda: run_bare(args, unpadded=True),
     }[args.worker]
     result = run()
     result.update(config=args.worker, peak_rss_mib=peak_rss_mib())
@@ -491,10 +483,11 @@ def summarise(runs: list[dict], baseline: str = "seed") -> dict:
         summary["ner_accel"]["tokens_per_s_vs_trainer_grouped"] = (
             summary["ner_accel"]["tokens_per_s"]["median"] / summary["trainer_grouped"]["tokens_per_s"]["median"]
         )
-    if "bare" in summary and "ner_accel" in summary:
-        summary["ner_accel"]["tokens_per_s_vs_bare"] = (
-            summary["ner_accel"]["tokens_per_s"]["median"] / summary["bare"]["tokens_per_s"]["median"]
-        )
+    for bare in ("bare", "bare_unpadded"):
+        if bare in summary and "ner_accel" in summary:
+            summary["ner_accel"][f"tokens_per_s_vs_{bare}"] = (
+                summary["ner_accel"]["tokens_per_s"]["median"] / summary[bare]["tokens_per_s"]["median"]
+            )
     return summary
 
 
@@ -537,7 +530,11 @@ def markdown(report: dict) -> str:
             f"ner_accel / Trainer+group_by_length training throughput: {extra['tokens_per_s_vs_trainer_grouped']:.2f}x",
         ]
     if "tokens_per_s_vs_bare" in extra:
-        lines += [f"ner_accel / bare loop on the same batches: {extra['tokens_per_s_vs_bare']:.2f}"]
+        lines += [f"ner_accel / bare padded loop on the same batches: {extra['tokens_per_s_vs_bare']:.2f}"]
+    if "tokens_per_s_vs_bare_unpadded" in extra:
+        lines += [
+            f"ner_accel / bare unpadded loop (its own loop's ceiling): {extra['tokens_per_s_vs_bare_unpadded']:.2f}"
+        ]
     if report.get("scaling"):
         lines += [
             "",

@@ -40,6 +40,7 @@ def test_bench_train_cpu_path(tmp_path, conll_dir):
             "trainer_grouped",
             "ner_accel",
             "bare",
+            "bare_unpadded",
             "--scaling",
             "3",
             "--threads",
@@ -48,7 +49,13 @@ def test_bench_train_cpu_path(tmp_path, conll_dir):
             str(output),
         ]
     )
-    assert json.loads(output.read_text())["summary"].keys() == {"seed", "trainer_grouped", "ner_accel", "bare"}
+    assert json.loads(output.read_text())["summary"].keys() == {
+        "seed",
+        "trainer_grouped",
+        "ner_accel",
+        "bare",
+        "bare_unpadded",
+    }
     assert "| ner_accel |" in output.with_suffix(".md").read_text()
     for config in ("seed", "trainer_grouped", "ner_accel"):
         run = next(r for r in report["runs"] if r["config"] == config)
@@ -77,10 +84,11 @@ def test_bench_gpu_cpu_path(tmp_path, conll_dir):
             "--configs",
             "trainer",
             "ner_accel",
+            "ner_accel_padded",
             "--output-dir",
             str(tmp_path),
         ]
     )
-    assert [r["config"] for r in report["results"]] == ["trainer", "ner_accel"]
+    assert [r["config"] for r in report["results"]] == ["trainer", "ner_accel", "ner_accel_padded"]
     assert all(r["tokens_per_s"] > 0 and 0 < r["padding_efficiency"] <= 1 for r in report["results"])
     assert (tmp_path / "gpu.json").is_file() and "| 2 | ner_accel |" in (tmp_path / "gpu.md").read_text()
