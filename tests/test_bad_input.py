@@ -45,6 +45,16 @@ def write(directory, train=TRAIN, validation=VALIDATION, suffix=".conll"):
             lambda d: write(d / "data", train='{"tokens": ["a", "b"], "ner_tags": ["O"]}\n', suffix=".jsonl"),
             ["train.jsonl:1", "2 tokens but 1 ner_tags", "one tag per token"],
         ),
+        (
+            lambda d: (
+                write(d / "data")
+                and (d / "data" / "validation.conll").write_bytes(
+                    "Paris\tB-LOC\n\nM\u00fcnchen\tB-LOC\n".encode("latin-1")
+                )
+                and d / "data"
+            ),
+            ["validation.conll:3", "not UTF-8", "byte 0xfc", "convert the file to UTF-8"],
+        ),
     ],
     ids=[
         "missing-dir",
@@ -56,6 +66,7 @@ def write(directory, train=TRAIN, validation=VALIDATION, suffix=".conll"):
         "unknown-eval-tag",
         "jsonl-bad-json",
         "jsonl-length-mismatch",
+        "not-utf8",
     ],
 )
 def test_bad_data_is_refused_with_file_line_and_fix(make, expected, tiny_model, tmp_path, capsys):

@@ -247,3 +247,23 @@ def test_cli_bad_input_exits_2(gazetteer, tmp_path, capsys):
     assert main(["--model", str(gazetteer)]) == 2
     assert main(["--model", str(gazetteer), "--input", str(tmp_path / "none.txt")]) == 2
     assert main(["--model", str(gazetteer), "--max-length", "2", "text"]) == 2
+
+
+def test_cli_bad_line_late_in_the_input_writes_nothing_and_keeps_the_old_output(gazetteer, tmp_path, capsys):
+    bad = tmp_path / "late.jsonl"
+    bad.write_text("".join(json.dumps({"text": f"Merkel {i}"}) + "\n" for i in range(9)) + "{oops\n", encoding="utf-8")
+    output = tmp_path / "out.jsonl"
+    output.write_text("earlier result\n", encoding="utf-8")
+    args = ["--model", str(gazetteer), "--input", str(bad), "--output", str(output), "--chunk-size", "2"]
+    assert main(args) == 2
+    assert "late.jsonl:10: not valid JSON" in capsys.readouterr().err
+    assert output.read_text(encoding="utf-8") == "earlier result\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["late.jsonl", "out.jsonl"]
+
+
+def test_cli_text_file_that_is_not_utf8_names_the_line(gazetteer, tmp_path, capsys):
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("Paris\nMünchen\n".encode("latin-1"))
+    assert main(["--model", str(gazetteer), "--input", str(latin), "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert "latin1.txt:2: not UTF-8 text" in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()

@@ -93,5 +93,4 @@ def test_packing_round_trip():
     packing = Packing.of(mask)
     assert packing.pack(values).tolist() == [[0, 1, 2, 4, 8, 9, 10, 11]]
     assert packing.unpack(packing.pack(values)).tolist() == [[0, 1, 2, 0], [4, 0, 0, 0], [8, 9, 10, 11]]
-    # Each (sentence, slot) knows its packed position; pads point at 0 and are masked in attention.
-    assert packing.index[mask.bool()].tolist() == list(range(8))
+    assert packing.positions.tolist() == [0, 1, 2, 4, 8, 9, 10, 11]  # flat (row * length + column) positions

@@ -11,6 +11,7 @@ from datasets import Dataset, concatenate_datasets
 
 from .config import UsageError
 from .hub import load_hub_panx
+from .lines import numbered_lines
 
 logger = logging.getLogger(__name__)
 
@@ -43,25 +44,23 @@ def check_tag(tag: str, where: str) -> None:
 def read_conll(path: Path) -> list[dict]:
     """Token and tag per line (tab or space separated, tag last), blank line between sentences."""
     sentences, tokens, tags = [], [], []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                if tokens:
-                    sentences.append({"tokens": tokens, "tags": tags})
-                    tokens, tags = [], []
-                continue
-            if line.startswith("-DOCSTART-"):
-                continue
-            columns = line.split("\t") if "\t" in line else line.split()
-            if len(columns) < 2:
-                raise UsageError(
-                    f"{path}:{number}: expected 'token<TAB>tag' but found one column ({line[:40]!r}); "
-                    "add the tag column or a blank line between sentences"
-                )
-            check_tag(columns[-1].strip(), f"{path}:{number}")
-            tokens.append(columns[0])
-            tags.append(columns[-1].strip())
+    for number, line in numbered_lines(path):
+        if not line.strip():
+            if tokens:
+                sentences.append({"tokens": tokens, "tags": tags})
+                tokens, tags = [], []
+            continue
+        if line.startswith("-DOCSTART-"):
+            continue
+        columns = line.split("\t") if "\t" in line else line.split()
+        if len(columns) < 2:
+            raise UsageError(
+                f"{path}:{number}: expected 'token<TAB>tag' but found one column ({line[:40]!r}); "
+                "add the tag column or a blank line between sentences"
+            )
+        check_tag(columns[-1].strip(), f"{path}:{number}")
+        tokens.append(columns[0])
+        tags.append(columns[-1].strip())
     if tokens:
         sentences.append({"tokens": tokens, "tags": tags})
     return sentences
@@ -70,28 +69,25 @@ def read_conll(path: Path) -> list[dict]:
 def read_jsonl(path: Path) -> list[dict]:
     """One JSON object a line with "tokens" and "ner_tags" (string tags) of equal length."""
     sentences = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UsageError(f"{where}: not valid JSON ({error.msg}); write one JSON object per line") from None
-            if not isinstance(row, dict) or not isinstance(row.get("tokens"), list):
-                raise UsageError(f'{where}: expected an object with "tokens" and "ner_tags" lists')
-            tokens, tags = row["tokens"], row.get("ner_tags", row.get("tags"))
-            if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-                raise UsageError(f'{where}: "ner_tags" must be a list of string tags such as "B-PER"')
-            if len(tokens) != len(tags):
-                raise UsageError(
-                    f"{where}: {len(tokens)} tokens but {len(tags)} ner_tags; give exactly one tag per token"
-                )
-            for tag in tags:
-                check_tag(tag, where)
-            if tokens:
-                sentences.append({"tokens": [str(t) for t in tokens], "tags": tags})
+    for number, line in numbered_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UsageError(f"{where}: not valid JSON ({error.msg}); write one JSON object per line") from None
+        if not isinstance(row, dict) or not isinstance(row.get("tokens"), list):
+            raise UsageError(f'{where}: expected an object with "tokens" and "ner_tags" lists')
+        tokens, tags = row["tokens"], row.get("ner_tags", row.get("tags"))
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise UsageError(f'{where}: "ner_tags" must be a list of string tags such as "B-PER"')
+        if len(tokens) != len(tags):
+            raise UsageError(f"{where}: {len(tokens)} tokens but {len(tags)} ner_tags; give exactly one tag per token")
+        for tag in tags:
+            check_tag(tag, where)
+        if tokens:
+            sentences.append({"tokens": [str(t) for t in tokens], "tags": tags})
     return sentences
 
 

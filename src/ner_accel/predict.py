@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import unicodedata
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import islice
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import torch
@@ -30,6 +33,7 @@ from tqdm.auto import tqdm
 
 from .artifacts import MODEL_DIR
 from .config import UsageError, run_command
+from .lines import numbered_lines
 from .model import load_tokenizer, load_trained
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -255,21 +259,19 @@ class Tagger:
 
 def read_documents(path: Path, text_field: str) -> Iterator[dict]:
     """{"text": ...} per line of a text file, or the objects of a JSON Lines file (other fields kept)."""
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            line = line.rstrip("\r\n")
-            if path.suffix != ".jsonl":
-                yield {"text": line}
-                continue
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UsageError(f"{path}:{number}: not valid JSON ({error.msg}); write one object per line") from error
-            if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
-                raise UsageError(f'{path}:{number}: expected an object with a "{text_field}" string (see --text-field)')
-            yield row
+    for number, line in numbered_lines(path):
+        if path.suffix != ".jsonl":
+            yield {"text": line}
+            continue
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UsageError(f"{path}:{number}: not valid JSON ({error.msg}); write one object per line") from error
+        if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
+            raise UsageError(f'{path}:{number}: expected an object with a "{text_field}" string (see --text-field)')
+        yield row
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -301,30 +303,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Tag every document and write one JSON line per document, in input order; return the number tagged."""
-    tagger = Tagger.load(
-        args.model, args.max_length, args.overlap, args.batch_size, args.device, args.trust_remote_code
-    )
+    """Tag every document and write one JSON line per document, in input order; return the number tagged.
+
+    A bad input line fails before any tagging (the count pass reads and checks every line), and --output is
+    written beside its target and renamed into place at the end: an error leaves no half-written file and an
+    earlier file of that name untouched.
+    """
     if args.input:
         path = Path(args.input)
-        with path.open(encoding="utf-8") as lines:
-            total = sum(1 for line in lines if path.suffix != ".jsonl" or line.strip())
+        total = sum(1 for _ in read_documents(path, args.text_field))
         documents, field = read_documents(path, args.text_field), args.text_field
     else:
         documents, field, total = ({"text": text} for text in args.texts), "text", len(args.texts)
-    output = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    progress = tqdm(total=total, unit="doc", desc="tagging", disable=not args.input)
-    count = 0
-    try:
+    tagger = Tagger.load(
+        args.model, args.max_length, args.overlap, args.batch_size, args.device, args.trust_remote_code
+    )
+    with (
+        output_stream(args.output) as output,
+        tqdm(total=total, unit="doc", desc="tagging", disable=not args.input) as progress,
+    ):
+        count = 0
         while chunk := list(islice(documents, args.chunk_size)):
             for row, entities in zip(chunk, tagger.tag([row[field] for row in chunk], progress)):
                 output.write(json.dumps({**row, "entities": entities}, ensure_ascii=False) + "\n")
             count += len(chunk)
-    finally:
-        progress.close()
-        if output is not sys.stdout:
-            output.close()
     return count
+
+
+@contextmanager
+def output_stream(path: str | None) -> Iterator[TextIO]:
+    """Standard output, or a temporary file beside `path` that replaces it only when everything was written."""
+    if path is None:
+        yield sys.stdout
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        with temporary.open("w", encoding="utf-8") as stream:
+            yield stream
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
