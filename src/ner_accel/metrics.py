@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from rich.table import Table
-from seqeval.metrics import classification_report
 
 
 def entity_metrics(gold: list[list[str]], predicted: list[list[str]]) -> dict:
@@ -12,6 +11,9 @@ def entity_metrics(gold: list[list[str]], predicted: list[list[str]]) -> dict:
     One seqeval pass: its report's micro average is precision_score / recall_score / f1_score (default mode),
     and on 10,000 sentences each further pass would cost about half a second.
     """
+    # Imported here: seqeval pulls in scikit-learn (2 s), which `ner_accel.predict` never needs.
+    from seqeval.metrics import classification_report
+
     report = classification_report(gold, predicted, output_dict=True, zero_division=0)
     per_type = {
         name: {"precision": v["precision"], "recall": v["recall"], "f1": v["f1-score"], "support": int(v["support"])}
