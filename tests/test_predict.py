@@ -267,3 +267,22 @@ def test_cli_text_file_that_is_not_utf8_names_the_line(gazetteer, tmp_path, caps
     assert main(["--model", str(gazetteer), "--input", str(latin), "--output", str(tmp_path / "o.jsonl")]) == 2
     assert "latin1.txt:2: not UTF-8 text" in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_model_type_without_an_ner_accel_head_loads_through_transformers(tmp_path):
+    """DistilBERT has no head in ner_accel.model: predict falls back to transformers' own class, same entities."""
+    from transformers import DistilBertConfig, DistilBertForTokenClassification
+
+    tokenizer = build_tokenizer()
+    config = DistilBertConfig(
+        vocab_size=len(tokenizer), dim=32, n_layers=1, n_heads=4, hidden_dim=64, max_position_embeddings=64,
+        num_labels=len(LABELS), id2label=dict(enumerate(LABELS)), label2id={t: i for i, t in enumerate(LABELS)},
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = DistilBertForTokenClassification(config)
+    with torch.no_grad():  # a decisive head, so entities appear
+        model.classifier.weight.mul_(50)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    assert type(Tagger.load(str(tmp_path)).model).__name__ == "DistilBertForTokenClassification"
+    assert assert_same_as_pipeline(tmp_path, PIPELINE_TEXTS) > 0
