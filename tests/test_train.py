@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
@@ -103,3 +104,30 @@ def test_saved_model_loads_in_plain_transformers_with_the_same_logits(tiny_model
     tagger = pipeline("token-classification", model=str(model_dir), aggregation_strategy="first")
     assert isinstance(tagger("Merkel besuchte Leipzig"), list)
     assert plain.config.id2label[5] == "B-PER"
+
+
+def test_unpadded_and_padded_attention_train_the_same_model(tiny_model_no_dropout, conll_dir, tmp_path):
+    """The whole loop, twice: --attention sdpa (transformers' padded model) and the default unpadded forward."""
+    args = ["--num-train-epochs", "3", "--learning-rate", "1e-3"]
+    assert run_training(tiny_args(tiny_model_no_dropout, conll_dir, tmp_path / "unpadded", *args)) == 0
+    assert (
+        run_training(tiny_args(tiny_model_no_dropout, conll_dir, tmp_path / "padded", *args, "--attention", "sdpa"))
+        == 0
+    )
+    unpadded = load_file(tmp_path / "unpadded" / "run" / "model" / "model.safetensors")
+    padded = load_file(tmp_path / "padded" / "run" / "model" / "model.safetensors")
+    assert unpadded.keys() == padded.keys()
+    for name in unpadded:
+        torch.testing.assert_close(unpadded[name], padded[name], rtol=1e-4, atol=1e-5, msg=name)
+    history = [json.loads((tmp_path / d / "run" / "metrics.json").read_text()) for d in ("unpadded", "padded")]
+    assert history[0]["final"] == history[1]["final"]
+    config = json.loads((tmp_path / "padded" / "run" / "train_config.json").read_text())
+    assert config["attention"] == "sdpa"
+
+
+def test_unknown_attention_is_refused(tiny_model, conll_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own refusal of a value outside the choices
+        run_training(tiny_args(tiny_model, conll_dir, tmp_path, "--attention", "fast"))
+    assert exit_info.value.code == 2
+    assert "argument --attention: invalid choice: 'fast'" in capsys.readouterr().err.splitlines()[-1]
+    assert not (tmp_path / "run").exists()

@@ -94,3 +94,9 @@ def test_packing_round_trip():
     assert packing.pack(values).tolist() == [[0, 1, 2, 4, 8, 9, 10, 11]]
     assert packing.unpack(packing.pack(values)).tolist() == [[0, 1, 2, 0], [4, 0, 0, 0], [8, 9, 10, 11]]
     assert packing.positions.tolist() == [0, 1, 2, 4, 8, 9, 10, 11]  # flat (row * length + column) positions
+
+
+def test_training_defaults_to_the_unpadded_attention():
+    from ner_accel.config import TrainConfig
+
+    assert TrainConfig().attention == UNPADDED

@@ -63,6 +63,13 @@ class TrainConfig:
         default=False,
         metadata={"help": "Label every sub-token of a word (continuations become I-), not only the first."},
     )
+    attention: Literal["ner_accel_unpadded", "sdpa", "eager", "flash_attention_2"] = field(
+        default="ner_accel_unpadded",
+        metadata={
+            "help": "ner_accel_unpadded: every layer but attention on real tokens only (same results, less work); "
+            "sdpa or eager: transformers' padded model; flash_attention_2 where the flash-attn package is installed."
+        },
+    )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow model code from the model repository to run (off: never executed)."}
     )

@@ -131,7 +131,7 @@ def train(config: TrainConfig) -> dict:
     sampler, world = train_loader.batch_sampler, accelerator.num_processes
 
     # Model, optimizer, schedule; then one prepare, then the saved state if resuming.
-    model = load_model(config.model, corpus.labels, config.trust_remote_code)
+    model = load_model(config.model, corpus.labels, config.trust_remote_code, attention=config.attention)
     id2label = model.config.id2label
     optimizer = build_optimizer(model, config)
     steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
