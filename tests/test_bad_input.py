@@ -153,3 +153,16 @@ def test_too_long_sentences_are_reported(tiny_model, tmp_path, caplog):
     # by hand: 3 + 4 + 4 + 4 + 2 words of the five training sentences fall past [CLS] + 4 pieces
     (message,) = [r.getMessage() for r in caplog.records if "--max-length" in r.getMessage()]
     assert message.startswith("train: 17 words in 5 sentences have no sub-token within --max-length 6")
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n", b"\r"])
+def test_line_endings_and_a_byte_order_mark_read_like_plain_files(tmp_path, ending):
+    from ner_accel.data import read_conll
+
+    path = tmp_path / "train.conll"
+    lines = ["Angela\tB-PER", "Merkel\tI-PER", "", "Paris\tB-LOC"]
+    path.write_bytes("\ufeff".encode() + ending.join(line.encode() for line in lines) + ending)
+    assert read_conll(path) == [
+        {"tokens": ["Angela", "Merkel"], "tags": ["B-PER", "I-PER"]},
+        {"tokens": ["Paris"], "tags": ["B-LOC"]},
+    ]

@@ -9,18 +9,24 @@ from .config import UsageError
 
 
 def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, line without its end) for each line; a leading byte-order mark is dropped.
+    """(line number, line without its end) for each line (\\n, \\r\\n or \\r); a leading byte-order mark is dropped."""
+    try:
+        with path.open(encoding="utf-8-sig") as lines:
+            for number, line in enumerate(lines, start=1):
+                yield number, line.rstrip("\r\n")
+    except UnicodeDecodeError as error:
+        raise not_utf8(path, error) from None
 
-    Lines are decoded one at a time, so a bad byte is reported at its own line rather than somewhere in the
-    block a text-mode file happened to be reading.
-    """
+
+def not_utf8(path: Path, error: UnicodeDecodeError) -> UsageError:
+    """The error naming the first line that does not decode (text mode reads in blocks, so find it again)."""
     with path.open("rb") as lines:
         for number, raw in enumerate(lines, start=1):
             try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as error:
-                raise UsageError(
-                    f"{path}:{number}: not UTF-8 text (byte {raw[error.start]:#04x} at column {error.start + 1}); "
+                raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as bad:
+                return UsageError(
+                    f"{path}:{number}: not UTF-8 text (byte {raw[bad.start]:#04x} at column {bad.start + 1}); "
                     "convert the file to UTF-8"
-                ) from None
-            yield number, line.rstrip("\r\n")
+                )
+    return UsageError(f"{path}: not UTF-8 text ({error.reason}); convert the file to UTF-8")
