@@ -9,7 +9,7 @@ import torch
 from transformers import BertConfig, XLMRobertaConfig
 
 from ner_accel.model import BertForTokenClassification, XLMRobertaForTokenClassification
-from ner_accel.unpadding import UNPADDED, Packing
+from ner_accel.unpadding import UNPADDED, Packing, length_buckets
 
 SIZES = dict(
     vocab_size=120,
@@ -55,7 +55,7 @@ def twin_models(family: str):
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-@pytest.mark.parametrize("lengths", [[7, 3, 5, 1], [6, 6], [9]])
+@pytest.mark.parametrize("lengths", [[7, 3, 5, 1], [6, 6], [9], [40, 3, 2, 9, 33]])
 def test_unpadded_forward_and_gradients_equal_the_padded_model(family, lengths):
     unpadded, padded = twin_models(family)
     batch = padded_batch(unpadded.config, lengths)
@@ -100,3 +100,14 @@ def test_training_defaults_to_the_unpadded_attention():
     from ner_accel.config import TrainConfig
 
     assert TrainConfig().attention == UNPADDED
+
+
+def test_attention_buckets_pad_each_length_class_to_its_own_longest():
+    # Packed row: sentence 0 holds tokens 0-511, sentence 1 512-561, sentence 2 562-601, sentence 4 602-604.
+    buckets = length_buckets([512, 50, 40, 0, 3], torch.device("cpu"))
+    assert [tuple(b.real.shape) for b in buckets] == [(1, 512), (2, 50), (1, 3)]  # the empty sentence is in none
+    long, middle, short = buckets
+    assert middle.real.sum(dim=1).tolist() == [50, 40]
+    assert middle.tokens.tolist() == list(range(512, 602))
+    assert middle.slots.tolist() == list(range(50)) + list(range(50, 90))
+    assert short.tokens.tolist() == [602, 603, 604] and short.slots.tolist() == [0, 1, 2]
