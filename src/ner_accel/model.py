@@ -86,13 +86,14 @@ class EncoderForTokenClassification:
 
     def packing(self, input_ids, attention_mask, kwargs) -> Packing | None:
         """How to pack this forward's real tokens, or None to run padded (per-layer outputs keep their layout)."""
-        wants_layers = any(
-            kwargs.get(name, getattr(self.config, name, False))
-            for name in ("output_hidden_states", "output_attentions")
-        )
         if self.config._attn_implementation != UNPADDED or attention_mask is None or input_ids is None:
             return None
-        return None if wants_layers or "position_ids" in kwargs else Packing.of(attention_mask)
+        if "position_ids" in kwargs or any(
+            kwargs.get(name, getattr(self.config, name, False))
+            for name in ("output_hidden_states", "output_attentions")
+        ):
+            return None
+        return Packing.of(attention_mask)
 
     def padded_position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The position ids the encoder's embeddings would use for this padded batch."""
@@ -179,9 +180,11 @@ def load_trained(directory: str, trust_remote_code: bool = False):
     """A saved token classifier for inference: ner_accel's head (unpadded) where it has one, else transformers'."""
     kwargs = pretrained_kwargs(directory, trust_remote_code)
     try:
-        model_type = AutoConfig.from_pretrained(directory, **kwargs).model_type
-        if model_type in HEADS:
-            return HEADS[model_type].from_pretrained(directory, attn_implementation=UNPADDED, **kwargs)
-        return AutoModelForTokenClassification.from_pretrained(directory, **kwargs)
+        config = AutoConfig.from_pretrained(directory, **kwargs)
+        if config.model_type in HEADS:
+            return HEADS[config.model_type].from_pretrained(
+                directory, config=config, attn_implementation=UNPADDED, **kwargs
+            )
+        return AutoModelForTokenClassification.from_pretrained(directory, config=config, **kwargs)
     except OSError as error:
         raise load_error(directory, "model", error) from error

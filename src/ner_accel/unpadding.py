@@ -66,11 +66,14 @@ class Packing:
     real: torch.Tensor  # (batch, length) bool: True at real tokens
     positions: torch.Tensor  # (real tokens,): flat position (row * length + column) of each real token
     buckets: tuple[Bucket, ...]  # the batch's sentences by length class, for attention
+    bucket_tokens: torch.Tensor  # the buckets' tokens one after another: where attention outputs go back
 
     @classmethod
     def of(cls, attention_mask: torch.Tensor) -> Packing:
         real = attention_mask.bool()
-        return cls(real, real.flatten().nonzero().squeeze(1), length_buckets(real.sum(dim=1).tolist(), real.device))
+        buckets = length_buckets(real.sum(dim=1).tolist(), real.device)
+        tokens = torch.cat([bucket.tokens for bucket in buckets])
+        return cls(real, real.flatten().nonzero().squeeze(1), buckets, tokens)
 
     def pack(self, padded: torch.Tensor) -> torch.Tensor:
         """(batch, length, ...) -> (1, real tokens, ...), sentence after sentence."""
@@ -112,9 +115,8 @@ def unpadded_attention(module, query, key, value, attention_mask, scaling=None, 
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
         )
-    query, key, value = (
-        x[0].transpose(0, 1) for x in (query, key, value)
-    )  # (1, heads, tokens, dim) -> (tokens, heads, dim)
+    # (1, heads, tokens, dim) -> (tokens, heads, dim): one row per token, as the buckets index them.
+    query, key, value = (x[0].transpose(0, 1) for x in (query, key, value))
     outputs = [
         bucket.unpad(
             F.scaled_dot_product_attention(
@@ -128,8 +130,7 @@ def unpadded_attention(module, query, key, value, attention_mask, scaling=None, 
         )
         for bucket in packing.buckets
     ]
-    tokens = torch.cat([bucket.tokens for bucket in packing.buckets])
-    output = ScatterRows.apply(torch.cat(outputs), tokens, query.shape[0])
+    output = ScatterRows.apply(torch.cat(outputs), packing.bucket_tokens, query.shape[0])
     return output.unsqueeze(0), None  # (1, tokens, heads, dim), the layout attention functions return
 
 
