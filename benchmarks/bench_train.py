@@ -435,7 +435,7 @@ def spawn(args, config: str, result: Path, **overrides) -> dict:
         "--batch-size",
         str(args.batch_size),
         "--seed",
-        str(args.seed),
+        str(overrides.get("seed", args.seed)),
         "--train-samples",
         str(overrides.get("train_samples", args.train_samples)),
     ]
@@ -479,6 +479,23 @@ def summarise(runs: list[dict], baseline: str = "seed") -> dict:
                     values[f"{k}_ratio"] = values[k]["median"] / base[k]["median"]
             if "f1" in values and "f1" in base:
                 values["f1_delta"] = values["f1"]["median"] - base["f1"]["median"]
+        seeds = {r["round"]: r["seed"] for r in runs}
+        if len(set(seeds.values())) > 1:  # --vary-seed: F1 differences paired by training seed
+            base_f1 = {r["round"]: r["f1"] for r in runs if r["config"] == baseline and "f1" in r}
+            for config, values in summary.items():
+                mine = {r["round"]: r["f1"] for r in runs if r["config"] == config and "f1" in r}
+                if config == baseline or not mine:
+                    continue
+                deltas = [mine[k] - base_f1[k] for k in mine if k in base_f1]
+                values["f1_paired"] = dict(
+                    mean=statistics.mean(deltas),
+                    sd=statistics.stdev(deltas) if len(deltas) > 1 else 0.0,
+                    deltas=deltas,
+                )
+    for config, values in summary.items():
+        f1s = [r["f1"] for r in runs if r["config"] == config and "f1" in r]
+        if len(f1s) > 1:
+            values["f1"].update(mean=statistics.mean(f1s), sd=statistics.stdev(f1s))
     if "trainer_grouped" in summary and "ner_accel" in summary:
         summary["ner_accel"]["tokens_per_s_vs_trainer_grouped"] = (
             summary["ner_accel"]["tokens_per_s"]["median"] / summary["trainer_grouped"]["tokens_per_s"]["median"]
@@ -535,6 +552,21 @@ def markdown(report: dict) -> str:
         lines += [
             f"ner_accel / bare unpadded loop (its own loop's ceiling): {extra['tokens_per_s_vs_bare_unpadded']:.2f}"
         ]
+    paired = {config: v["f1_paired"] for config, v in s.items() if "f1_paired" in v}
+    if paired:
+        seeds = sorted({r["seed"] for r in report["runs"]})
+        lines += [
+            "",
+            f"F1 over training seeds {', '.join(map(str, seeds))} (one per round; same data, same initial body):",
+        ]
+        lines += [
+            f"- {config}: mean {v['f1']['mean']:.4f}, sd {v['f1']['sd']:.4f}"
+            for config, v in s.items()
+            if "mean" in v.get("f1", {})
+        ]
+        for config, p in paired.items():
+            deltas = ", ".join(f"{d:+.4f}" for d in p["deltas"])
+            lines.append(f"- {config} - seed, paired by seed: mean {p['mean']:+.4f}, sd {p['sd']:.4f} ({deltas})")
     if report.get("scaling"):
         lines += [
             "",
@@ -566,6 +598,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     # Runs
     parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=DEFAULT_CONFIGS)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of every configuration")
+    parser.add_argument(
+        "--vary-seed",
+        action="store_true",
+        help="round r trains with --seed + r (every configuration alike), so F1's spread over seeds shows",
+    )
     parser.add_argument(
         "--scaling",
         type=int,
@@ -607,8 +644,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     with tempfile.TemporaryDirectory() as scratch:
         for round_ in range(args.rounds):
             for config in args.configs:
-                print(f"[bench] round {round_ + 1}/{args.rounds}: {config}", file=sys.stderr, flush=True)
-                runs.append({**spawn(args, config, Path(scratch) / f"{config}-{round_}.json"), "round": round_})
+                seed = args.seed + round_ if args.vary_seed else args.seed
+                print(f"[bench] round {round_ + 1}/{args.rounds} (seed {seed}): {config}", file=sys.stderr, flush=True)
+                result = spawn(args, config, Path(scratch) / f"{config}-{round_}.json", seed=seed)
+                runs.append({**result, "round": round_, "seed": seed})
                 print(f"[bench] {json.dumps(runs[-1])}", file=sys.stderr, flush=True)
         for size in args.scaling:
             print(f"[bench] scaling: ner_accel data preparation on {size} sentences", file=sys.stderr, flush=True)

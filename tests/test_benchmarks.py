@@ -65,6 +65,20 @@ def test_bench_train_cpu_path(tmp_path, conll_dir):
     assert report["summary"]["seed"]["tokens_per_s_ratio"] == 1.0
 
 
+def test_bench_train_vary_seed_pairs_f1_by_seed(tmp_path, conll_dir):
+    pytest.importorskip("seqeval")
+    model = build_model_dir(tmp_path / "model")
+    output = tmp_path / "seeds.json"
+    argv = ["--model", str(model), "--data-dir", str(conll_dir), "--train-samples", "4", "--batch-size", "2"]
+    argv += ["--rounds", "2", "--vary-seed", "--seed", "7", "--configs", "seed", "ner_accel", "--threads", "1"]
+    report = load_script("bench_train").main([*argv, "--output", str(output)])
+    runs = {(r["config"], r["seed"]): r["f1"] for r in report["runs"]}
+    assert sorted(runs) == [("ner_accel", 7), ("ner_accel", 8), ("seed", 7), ("seed", 8)]
+    paired = report["summary"]["ner_accel"]["f1_paired"]
+    assert paired["deltas"] == [runs["ner_accel", s] - runs["seed", s] for s in (7, 8)]
+    assert "paired by seed" in output.with_suffix(".md").read_text()
+
+
 def test_bench_gpu_cpu_path(tmp_path, conll_dir):
     model = build_model_dir(tmp_path / "model")
     report = load_script("bench_gpu").main(
