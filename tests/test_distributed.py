@@ -300,6 +300,20 @@ def test_checkpoint_of_two_processes_resumes_under_two_to_the_uninterrupted_resu
     assert actual["final"] == expected["final"]
 
 
+def test_load_best_under_two_processes_equals_one(workdir, tiny_model_no_dropout):
+    """Every process must know the best checkpoint: each loads it back, and none evaluates alone."""
+    extra = ("--eval-steps", "4", "--load-best")  # evaluations at steps 4 and 6 (the last, not a multiple of 4)
+    one = in_process_run(workdir, tiny_model_no_dropout, "best-one", "--per-device-train-batch-size", "24", *extra)
+    args = train_args(tiny_model_no_dropout, workdir / "data", workdir / "out", "best-two",
+                      "--per-device-train-batch-size", "12", *extra)  # fmt: skip
+    launch_two(["-m", "ner_accel.train", *args], launch_env(workdir / "cache-best-two"))
+    two = workdir / "out" / "best-two"
+    assert_same_weights(two, one, tiny_model_no_dropout)
+    expected, actual = final_metrics(one), final_metrics(two)
+    assert [e["step"] for e in actual["evaluations"] if "validation" in e] == [4, 6]
+    assert actual["final"] == expected["final"]
+
+
 if __name__ == "__main__" and sys.argv[1] == "evaluate":
     results = evaluate_sets(sys.argv[2], sys.argv[3])
     if PartialState().is_main_process:

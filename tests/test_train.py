@@ -131,3 +131,48 @@ def test_unknown_attention_is_refused(tiny_model, conll_dir, tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "argument --attention: invalid choice: 'fast'" in capsys.readouterr().err.splitlines()[-1]
     assert not (tmp_path / "run").exists()
+
+
+def evaluated_steps(run) -> list[int]:
+    metrics = json.loads((run / "metrics.json").read_text())
+    return [e["step"] for e in metrics["evaluations"] if "validation" in e]
+
+
+def test_patience_stops_at_the_evaluation_that_ran_out(tiny_model, conll_dir, tmp_path):
+    """A learning rate too small to change a prediction: F1 never improves after the first evaluation, so with
+    --patience 1 the run stops at the second epoch's end, without taking another step."""
+    args = ["--num-train-epochs", "4", "--learning-rate", "1e-12", "--patience", "1"]
+    assert run_training(tiny_args(tiny_model, conll_dir, tmp_path, *args)) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert evaluated_steps(tmp_path / "run") == [3, 6]  # 3 steps an epoch; epoch 2 ran out of patience
+    assert max(e["step"] for e in metrics["evaluations"]) == 6
+    assert metrics["final"] == metrics["evaluations"][-1]["validation"]
+
+
+def test_load_best_saves_the_best_evaluated_weights(tiny_model, conll_dir, tmp_path):
+    args = ["--num-train-epochs", "3", "--learning-rate", "1e-3", "--eval-steps", "1", "--load-best"]
+    assert run_training(tiny_args(tiny_model, conll_dir, tmp_path, *args)) == 0
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    evaluations = [e for e in metrics["evaluations"] if "validation" in e]
+    best = max(evaluations, key=lambda e: e["validation"]["data"]["f1"])  # the first of equal F1s, as training keeps
+    assert (run / "checkpoints" / "best").read_text().strip() == f"step-{best['step']:07d}"
+    assert metrics["final"] == best["validation"]
+    saved = load_file(run / "model" / "model.safetensors")
+    at_best = load_file(run / "checkpoints" / f"step-{best['step']:07d}" / "model.safetensors")
+    assert saved.keys() == at_best.keys() and all(torch.equal(saved[k], at_best[k]) for k in saved)
+
+
+def test_steps_after_the_last_evaluation_are_evaluated_and_checkpointed(tiny_model, conll_dir, tmp_path):
+    args = ["--num-train-epochs", "2", "--eval-steps", "4", "--load-best"]
+    assert run_training(tiny_args(tiny_model, conll_dir, tmp_path, *args)) == 0
+    assert evaluated_steps(tmp_path / "run") == [4, 6]
+    assert (tmp_path / "run" / "checkpoints" / "step-0000006" / "trainer_state.json").is_file()
+
+
+def test_overwrite_replaces_an_earlier_runs_checkpoints(tiny_model, conll_dir, tmp_path):
+    assert run_training(tiny_args(tiny_model, conll_dir, tmp_path, "--num-train-epochs", "2")) == 0
+    assert run_training(tiny_args(tiny_model, conll_dir, tmp_path, "--num-train-epochs", "1", "--overwrite")) == 0
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("step-*")) == ["step-0000003"]
+    assert (checkpoints / "latest").read_text().strip() == "step-0000003"

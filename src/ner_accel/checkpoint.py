@@ -38,6 +38,13 @@ class Checkpoints:
         self.root = run_dir / "checkpoints"
         self.keep = keep
 
+    def clear(self, accelerator: Accelerator) -> None:
+        """Remove an earlier run's checkpoints (--overwrite): rotated together with this run's, its later steps
+        would outlive ours and `latest` would point at a deleted one."""
+        if accelerator.is_main_process and self.root.exists():
+            shutil.rmtree(self.root)
+        accelerator.wait_for_everyone()
+
     def _pointer(self, name: str) -> Path | None:
         pointer = self.root / name
         if not pointer.is_file():
@@ -57,9 +64,9 @@ class Checkpoints:
             shutil.rmtree(staging)
         accelerator.wait_for_everyone()
         accelerator.save_state(str(staging), safe_serialization=True)
+        if is_best:  # on every process: each one loads it back under --load-best
+            state.best_checkpoint = name
         if accelerator.is_main_process:
-            if is_best:
-                state.best_checkpoint = name
             write_json(staging / STATE_FILE, asdict(state))
             if target.exists():
                 shutil.rmtree(target)

@@ -145,6 +145,8 @@ def train(config: TrainConfig) -> dict:
     )
     eval_loaders = dict(zip(eval_loaders, prepared_eval))
     checkpoints = Checkpoints(run_dir, config.keep_checkpoints)
+    if config.overwrite and not resume_from:  # only now, once data and model have loaded without error
+        checkpoints.clear(accelerator)
     if resume_from:
         accelerator.load_state(str(resume_from))
         logger.info(
@@ -213,24 +215,23 @@ def train(config: TrainConfig) -> dict:
                     raise Preempted(checkpoints.save(accelerator, state), stop.received)
                 if out_of_patience:
                     break
-            if out_of_patience:
+            if not out_of_patience:
+                state.epoch, state.batches_in_epoch = epoch + 1, 0
+                if not config.eval_steps:
+                    out_of_patience = evaluate_and_track()
+            if out_of_patience:  # stop before another step is taken: the last evaluated step is the last step
                 logger.info(f"early stop: no better F1 in {config.patience} evaluations")
                 break
-            state.epoch, state.batches_in_epoch = epoch + 1, 0
-            if not config.eval_steps:
-                out_of_patience = evaluate_and_track()
 
+    evaluations = [entry for entry in state.history if "validation" in entry]
+    if not evaluations or evaluations[-1]["step"] != state.step:  # --eval-steps did not divide the last steps
+        evaluate_and_track()
+        evaluations = [entry for entry in state.history if "validation" in entry]
+    final = evaluations[-1]["validation"]
     if config.load_best and state.best_checkpoint:
         accelerator.load_state(str(checkpoints.root / state.best_checkpoint))
-    evaluations = [entry for entry in state.history if "validation" in entry]
-    if config.load_best and state.best_checkpoint:
         best_step = int(state.best_checkpoint.split("-")[1])
         final = next(e["validation"] for e in evaluations if e["step"] == best_step)
-    elif evaluations and evaluations[-1]["step"] == state.step:
-        final = evaluations[-1]["validation"]
-    else:  # the last steps were not evaluated (--eval-steps does not divide them)
-        final = run_evaluation(model, eval_loaders, accelerator, id2label)
-        state.history.append({"step": state.step, "epoch": state.epoch, "validation": final})
     # FSDP shards the weights: gather the full state dict (a collective, so on every process) before saving.
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
