@@ -21,7 +21,7 @@ def attempt(capsys, tmp_path, model, data, *extra) -> str:
 
 
 def write(directory, train=TRAIN, validation=VALIDATION, suffix=".conll"):
-    directory.mkdir(exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True)
     (directory / f"train{suffix}").write_text(train, encoding="utf-8")
     (directory / f"validation{suffix}").write_text(validation, encoding="utf-8")
     return directory
@@ -131,6 +131,40 @@ def test_resume_with_a_different_label_set_is_refused(tiny_model, conll_dir, tmp
     )
     message = attempt(capsys, tmp_path, tiny_model, other, "--resume", checkpoint)
     assert "trained with labels" in message and "B-MISC" in message
+
+
+@pytest.mark.parametrize(
+    "changed, expected",
+    [
+        (["--per-device-train-batch-size", "3"], "trained with per_device_train_batch_size=8, this command has 3"),
+        (["--learning-rate", "1e-3"], "trained with learning_rate=5e-05, this command has 0.001"),
+        (["--seed", "1"], "trained with seed=42, this command has 1"),
+    ],
+)
+def test_resume_under_other_batches_or_schedule_is_refused(changed, expected, tiny_model, conll_dir, tmp_path, capsys):
+    args = ["--model", tiny_model, "--output-dir", tmp_path / "first", "--run-name", "r", "--num-train-epochs", "1"]
+    assert run_training([*args, "--data-dir", conll_dir, "--per-device-train-batch-size", "8"]) == 0
+    checkpoint = next((tmp_path / "first" / "r" / "checkpoints").glob("step-*"))
+    again = ["--per-device-train-batch-size", "8", "--num-train-epochs", "1", "--resume", checkpoint, *changed]
+    message = attempt(capsys, tmp_path, tiny_model, conll_dir, *again)
+    assert expected in message and "start a new run" in message
+
+
+def test_two_data_directories_of_one_name_are_refused(tiny_model, tmp_path, capsys):
+    first, second = write(tmp_path / "a" / "de"), write(tmp_path / "b" / "de")
+    out = tmp_path / "out"
+    assert run_training(["--model", tiny_model, "--data-dir", first, second, "--output-dir", out]) == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(first) in message and str(second) in message and "both are named 'de'" in message
+    assert not out.exists()
+
+
+def test_training_does_not_read_the_test_split(tiny_model, tmp_path):
+    """Only `ner_accel.evaluate --split test` reads it: a broken test file must not stop training."""
+    data = write(tmp_path / "data")
+    (data / "test.conll").write_text("Paris\tLOCATION\n", encoding="utf-8")
+    args = ["--model", tiny_model, "--data-dir", data, "--output-dir", tmp_path / "out", "--num-train-epochs", "1"]
+    assert run_training(args) == 0
 
 
 def test_i_after_o_is_accepted_and_reported_once(tmp_path, caplog):

@@ -80,7 +80,7 @@ def test_training_on_hub_languages_offline(tiny_model, tmp_path):
     hub = build_hub_copy(tmp_path)
     corpus = load_corpus(None, str(hub), ["de", "fr"], max_train_samples=4)
     assert corpus.labels == PANX_LABELS  # the Hub's label order, not a sorted one
-    assert len(corpus.train) == 8 and list(corpus.test) == ["de", "fr"]
+    assert len(corpus.train) == 8 and list(corpus.validation) == ["de", "fr"]
     assert train.main(run_args(tiny_model, tmp_path / "out", "--dataset", str(hub), "--languages", "de", "fr")) == 0
     final = json.loads((tmp_path / "out" / "run" / "metrics.json").read_text())["final"]
     assert set(final) == {"de", "fr", "mean_f1"}

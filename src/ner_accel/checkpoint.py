@@ -29,6 +29,7 @@ class TrainerState:
     best_f1: float = -1.0
     best_checkpoint: str | None = None
     evaluations_since_best: int = 0
+    settings: dict = field(default_factory=dict)  # TrainConfig.loop_settings: a resume must match them
 
 
 class Checkpoints:
@@ -108,12 +109,20 @@ def resolve_resume(resume: str, run_dir: Path) -> Path:
     return path
 
 
-def load_trainer_state(checkpoint: Path, labels: list[str]) -> TrainerState:
-    """Read the loop position of a checkpoint and make sure it was trained on the same label set."""
+def load_trainer_state(checkpoint: Path, labels: list[str], settings: dict) -> TrainerState:
+    """Read the loop position of a checkpoint and make sure this command continues the same run: same label set
+    and the same settings that fix the batches and the schedule (else resume would silently not be that run)."""
     state = TrainerState(**json.loads((checkpoint / STATE_FILE).read_text()))
     if state.labels != labels:
         raise UsageError(
             f"--resume {checkpoint}: trained with labels {state.labels}, but this data has {labels}; "
             "resume with the same data or start a new run"
         )
+    for name, was in state.settings.items():  # empty in checkpoints of versions before this check
+        if settings.get(name) != was:
+            raise UsageError(
+                f"--resume {checkpoint}: trained with {name}={was}, this command has {settings.get(name)}; "
+                "resume with the same settings (they fix the batches and the schedule) or start a new run"
+            )
+    state.settings = settings
     return state

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -152,6 +153,21 @@ class TrainConfig:
                 )
             if not all(0 < f <= 1 for f in self.language_fractions):
                 raise UsageError(f"--language-fractions must lie in (0, 1], got {self.language_fractions}")
+
+    def loop_settings(self, num_processes: int) -> dict:
+        """What fixes the sequence of batches and the learning-rate schedule: a checkpoint resumes only under
+        the same values, so that the resumed run is the run that was interrupted."""
+        source = ["data_dir"] if self.data_dir else ["dataset", "languages"]
+        names = [
+            *source, "language_fractions", "max_train_samples", "max_length", "label_all_tokens",
+            "seed", "group_by_length", "per_device_train_batch_size", "gradient_accumulation_steps",
+            "num_train_epochs", "learning_rate", "weight_decay", "lr_scheduler_type", "warmup_steps", "warmup_ratio",
+        ]  # fmt: skip
+        settings = {name: getattr(self, name) for name in names}
+        if self.data_dir:  # the same directories, however the path is spelled
+            settings["data_dir"] = [os.path.abspath(d) for d in self.data_dir]
+        model = os.path.abspath(self.model) if os.path.isdir(self.model) else self.model
+        return {**settings, "model": model, "num_processes": num_processes}
 
     @property
     def default_run_name(self) -> str:

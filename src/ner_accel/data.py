@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import Dataset, concatenate_datasets
@@ -15,7 +16,7 @@ from .lines import numbered_lines
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "validation", "test")
+TRAINING_SPLITS = ("train", "validation")  # a test split is only ever read by ner_accel.evaluate --split test
 CONLL_SUFFIXES = (".conll", ".txt", ".tsv", ".iob", ".iob2")
 JSONL_SUFFIXES = (".jsonl",)
 
@@ -27,7 +28,6 @@ class Corpus:
     labels: list[str]
     train: Dataset
     validation: dict[str, Dataset]
-    test: dict[str, Dataset] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -110,21 +110,20 @@ def read_split(path: Path) -> list[dict]:
 
 
 def load_local_dir(directory: str) -> dict[str, list[dict]]:
-    """Read the train, validation and (optional) test files of one local directory."""
+    """Read the train and validation files of one local directory."""
     root = Path(directory)
     if not root.is_dir():
         raise UsageError(
             f"--data-dir {directory}: directory not found; pass a directory holding train/validation files"
         )
     splits = {}
-    for split in SPLITS:
+    for split in TRAINING_SPLITS:
         path = find_split_file(root, split)
-        if path is None and split != "test":
+        if path is None:
             raise UsageError(
                 f"{root}: no {split} file; add {split}.conll (token<TAB>tag lines) or {split}.jsonl to the directory"
             )
-        if path is not None:
-            splits[split] = read_split(path)
+        splits[split] = read_split(path)
     return splits
 
 
@@ -173,6 +172,21 @@ def take(sentences: list[dict], limit: int | None, fraction: float | None, seed:
     return sentences[:limit] if limit is not None else sentences
 
 
+def source_names(data_dirs: list[str]) -> dict[str, Path]:
+    """Each directory under its folder name (the language, as in ../shared/data/panx/de), which keys results."""
+    names: dict[str, Path] = {}
+    for directory in data_dirs:
+        path = Path(directory)
+        name = Path(os.path.abspath(directory)).name  # "." and ".." resolved, symlinks kept as given
+        if name in names:
+            raise UsageError(
+                f"--data-dir {names[name]} and {directory}: both are named '{name}', which keys their results; "
+                "pass each directory once, under distinct folder names"
+            )
+        names[name] = path
+    return names
+
+
 def load_corpus(
     data_dirs: list[str] | None,
     dataset: str,
@@ -185,8 +199,8 @@ def load_corpus(
     """Read every source, derive the label set from training data, and check evaluation tags against it."""
     origins = {}  # source name -> where its files are, for messages
     if data_dirs:
-        sources = {Path(d.rstrip("/")).name or d: load_local_dir(d) for d in data_dirs}
-        origins = {Path(d.rstrip("/")).name or d: Path(d) for d in data_dirs}
+        origins = source_names(data_dirs)
+        sources = {name: load_local_dir(directory) for name, directory in origins.items()}
         hub_labels = None
     else:
         sources, hub_labels = {}, None
@@ -199,14 +213,12 @@ def load_corpus(
         for (name, splits), fraction in zip(sources.items(), fractions)
     }
     labels = hub_labels or labels_from_tags(s["tags"] for part in train_parts.values() for s in part)
-    corpus = Corpus(labels=labels, train=None, validation={}, test={})
+    corpus = Corpus(labels=labels, train=None, validation={})
     for name, splits in sources.items():
-        for split in ("validation", "test"):
-            if split in splits:
-                sentences = take(splits[split], max_eval_samples, None, seed)
-                origin = find_split_file(origins[name], split) if name in origins else f"PAN-X.{name}/{split}"
-                check_known_tags(sentences, labels, str(origin))
-                getattr(corpus, split)[name] = to_dataset(sentences, name)
+        sentences = take(splits["validation"], max_eval_samples, None, seed)
+        origin = find_split_file(origins[name], "validation") if name in origins else f"PAN-X.{name}/validation"
+        check_known_tags(sentences, labels, str(origin))
+        corpus.validation[name] = to_dataset(sentences, name)
     bad = count_bad_starts(s["tags"] for part in train_parts.values() for s in part)
     if bad:
         logger.warning("training data: %d I- tags follow O or another type; read as entity starts (as seqeval)", bad)

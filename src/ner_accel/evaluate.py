@@ -25,7 +25,7 @@ from .analysis import confusion_table, error_analysis, loss_table, scored_words,
 from .artifacts import CONFIG_FILE, MODEL_DIR, write_json
 from .batching import make_loader
 from .config import UsageError, run_command
-from .data import check_known_tags, find_split_file, read_split, take, to_dataset
+from .data import check_known_tags, find_split_file, read_split, source_names, take, to_dataset
 from .encoding import encode_dataset
 from .evaluation import collect_predictions
 from .hub import load_hub_panx
@@ -76,14 +76,13 @@ def load_eval_sets(args: argparse.Namespace) -> dict[str, list[dict]]:
     """Word-level sentences of the chosen split, one entry per language or local directory."""
     sets = {}
     if args.data_dir:
-        for directory in args.data_dir:
-            root = Path(directory)
+        for name, root in source_names(args.data_dir).items():
             if not root.is_dir():
-                raise UsageError(f"--data-dir {directory}: directory not found")
+                raise UsageError(f"--data-dir {root}: directory not found")
             path = find_split_file(root, args.split)
             if path is None:
                 raise UsageError(f"{root}: no {args.split} file; add {args.split}.conll or choose another --split")
-            sets[root.resolve().name] = read_split(path)
+            sets[name] = read_split(path)
     else:
         for language in args.languages:
             splits, _ = load_hub_panx(args.dataset, language)

@@ -126,7 +126,11 @@ def train(config: TrainConfig) -> dict:
         config.language_fractions,
         config.seed,
     )
-    state = load_trainer_state(resume_from, corpus.labels) if resume_from else TrainerState(labels=corpus.labels)
+    settings = config.loop_settings(accelerator.num_processes)
+    if resume_from:
+        state = load_trainer_state(resume_from, corpus.labels, settings)
+    else:
+        state = TrainerState(labels=corpus.labels, settings=settings)
     train_rows, train_loader, eval_loaders = build_loaders(config, accelerator, tokenizer, corpus)
     sampler, world = train_loader.batch_sampler, accelerator.num_processes
 
