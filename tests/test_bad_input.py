@@ -100,6 +100,32 @@ def test_config_file_with_unknown_key(tiny_model, conll_dir, tmp_path, capsys):
     assert str(config) in message and "unknown key 'learnig_rate'" in message
 
 
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("num_train_epochs: 3.5\n", "--num-train-epochs: invalid int value: '3.5'"),
+        ("mixed_precision: fp32\n", "invalid choice: 'fp32'"),
+        ("num_train_epochs: [1, 2]\n", "num_train_epochs takes a single value"),
+        ("learning_rate:\n", "learning_rate is empty"),
+    ],
+)
+def test_config_file_values_are_checked_like_flags(text, expected, tiny_model, conll_dir, tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(text)
+    message = attempt(capsys, tmp_path, tiny_model, conll_dir, "--config", config)
+    assert str(config) in message and expected in message
+
+
+def test_config_file_values_take_the_command_lines_types(tmp_path):
+    from ner_accel.config import parse_config
+
+    config = tmp_path / "run.yaml"
+    config.write_text("data_dir: panx/de\nlanguage_fractions: 0.5\ngroup_by_length: false\neval_steps: null\n")
+    parsed = parse_config(["--config", str(config)])
+    assert (parsed.data_dir, parsed.language_fractions, parsed.group_by_length) == (["panx/de"], [0.5], False)
+    assert parsed.eval_steps is None
+
+
 def test_config_file_values_apply_and_flags_win(tiny_model, conll_dir, tmp_path):
     from ner_accel.config import parse_config
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -208,6 +209,29 @@ def _read_config_file(path: str) -> dict:
     return values
 
 
+def _typed_file_values(path: str, values: dict, config_class: type) -> dict:
+    """The file's values converted and checked exactly as the same flags on the command line would be."""
+    parser = HfArgumentParser(config_class, exit_on_error=False)
+    actions = {a.dest: a for a in parser._actions if not isinstance(a, argparse._StoreFalseAction)}
+    argv = []
+    for key, value in values.items():
+        action = actions[key]
+        if value is None:
+            if action.default is not None:
+                raise UsageError(f"{path}: {key} is empty; give it a value or remove the key")
+            continue
+        many = action.nargs in ("+", "*")
+        if isinstance(value, dict) or (isinstance(value, list) and not many):
+            raise UsageError(f"{path}: {key} takes a single value, got {value!r}")
+        items = value if isinstance(value, list) else [value]  # one value for a list option: a list of one
+        argv += [f"--{key}", *map(str, items)] if many else [f"--{key}={value}"]
+    try:
+        parsed, _ = parser.parse_known_args(argv, namespace=argparse.Namespace())
+    except argparse.ArgumentError as error:
+        raise UsageError(f"{path}: {error}; fix the value") from None
+    return {key: getattr(parsed, key) for key in values if values[key] is not None}
+
+
 def parse_config(argv: list[str] | None = None, config_class: type = TrainConfig):
     """Parse argv (default sys.argv[1:]); `--config FILE` supplies values that command-line flags override."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -215,7 +239,7 @@ def parse_config(argv: list[str] | None = None, config_class: type = TrainConfig
     parser.add_argument("--config", default=None, help="YAML or JSON file of options (flags given here win).")
     known, _ = parser.parse_known_args(argv)
     if known.config:
-        parser.set_defaults(**_read_config_file(known.config))
+        parser.set_defaults(**_typed_file_values(known.config, _read_config_file(known.config), config_class))
     config, *_, extra = parser.parse_args_into_dataclasses(
         argv, return_remaining_strings=True, look_for_args_file=False
     )
