@@ -16,7 +16,7 @@ from transformers import (
 )
 
 from ner_accel.data import read_conll
-from ner_accel.predict import Tagger, central_windows, extract_entities, main, plan_windows, split_words
+from ner_accel.predict import Tagger, central_windows, extract_entities, joins, main, plan_windows, split_words
 
 LABELS = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
 # First sub-token -> tag. "##kel" (Merkel's second piece) says B-LOC: only first sub-tokens may count.
@@ -77,11 +77,13 @@ def spans(entities: list[dict]) -> list[tuple[str, int, int, str]]:
             ["Angela", "Merkel", ",", "(", "CDU", ")", "besuchte", "Paris", "!"],
         ),
         ("  Zoë Saldaña visitó São Paulo...  ", ["Zoë", "Saldaña", "visitó", "São", "Paulo", ".", ".", "."]),
-        ("Café\u0301 l'Étoile-d'Or", ["Café\u0301", "l", "'", "Étoile", "-", "d", "'", "Or"]),
+        ("Café\u0301 l'Étoile-d'Or", ["Café\u0301", "l'Étoile-d'Or"]),
+        ("Hessen-Kassel, Merkel's Partei", ["Hessen-Kassel", ",", "Merkel", "'s", "Partei"]),
+        ("'s-Hertogenbosch -- a- -b", ["'", "s-Hertogenbosch", "-", "-", "a", "-", "-", "b"]),
         ("Владимир Путин посетил Москву.", ["Владимир", "Путин", "посетил", "Москву", "."]),
         ("زار محمد القاهرة.", ["زار", "محمد", "القاهرة", "."]),
         ("东京是日本的首都。", ["东", "京", "是", "日", "本", "的", "首", "都", "。"]),
-        ("U.S. $5 – 6–3", ["U", ".", "S", ".", "$", "5", "–", "6", "–", "3"]),
+        ("U.S. $5 – 6–3, 3.5", ["U.S", ".", "$", "5", "–", "6–3", ",", "3.5"]),
         ("", []),
         (" \n\t ", []),
     ],
@@ -167,6 +169,7 @@ def entity_tuples(entities: list[dict], type_key: str) -> list[tuple[str, int, i
 
 def assert_same_as_pipeline(model_dir, texts: list[str]) -> int:
     """Our entities equal the pipeline's (type and offsets; scores to float tolerance); returns how many."""
+    texts = [t for t in texts if not any(joins(t, i) for i in range(len(t)))]  # BERT splits Baden-Württemberg
     tagger = Tagger.load(str(model_dir))
     reference = pipeline("token-classification", model=str(model_dir), aggregation_strategy="first", device="cpu")
     ours = tagger.tag(texts)
@@ -286,3 +289,31 @@ def test_a_model_type_without_an_ner_accel_head_loads_through_transformers(tmp_p
     tokenizer.save_pretrained(tmp_path)
     assert type(Tagger.load(str(tmp_path)).model).__name__ == "DistilBertForTokenClassification"
     assert assert_same_as_pipeline(tmp_path, PIPELINE_TEXTS) > 0
+
+
+def test_cli_text_field_applies_to_json_lines_only_and_any_json_lines_suffix(gazetteer, tmp_path):
+    text = tmp_path / "docs.txt"
+    text.write_text("Angela Merkel besuchte Paris\n", encoding="utf-8")
+    rows = tmp_path / "docs.NDJSON"
+    rows.write_text(json.dumps({"body": "Angela Merkel besuchte Paris"}) + "\n", encoding="utf-8")
+    for source in (text, rows):
+        output = tmp_path / f"{source.name}.out"
+        args = ["--model", str(gazetteer), "--input", str(source), "--text-field", "body", "--output", str(output)]
+        assert main(args) == 0
+        assert [e["text"] for e in read_lines(output)[0]["entities"]] == ["Angela Merkel", "Paris"]
+
+
+def test_cli_refuses_a_model_without_ner_tags_and_a_bad_device(gazetteer, tmp_path, capsys):
+    from transformers import BertConfig, BertForTokenClassification
+
+    base = tmp_path / "base"  # what a pretrained encoder's directory gives: a random head with LABEL_n names
+    BertForTokenClassification(BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
+                                          intermediate_size=8)).save_pretrained(base)  # fmt: skip
+    AutoTokenizer.from_pretrained(str(gazetteer)).save_pretrained(base)
+    assert main(["--model", str(base), "Paris"]) == 2
+    assert "LABEL_0" in capsys.readouterr().err
+    assert main(["--model", str(gazetteer), "--device", "gpu", "Paris"]) == 2
+    assert "--device gpu: not a device name" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["--model", str(gazetteer), "--device", "cuda", "Paris"]) == 2
+        assert "no such CUDA device" in capsys.readouterr().err

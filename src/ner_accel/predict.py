@@ -5,11 +5,13 @@ Texts as arguments (one document each):
 A text file (one document per line) or JSON Lines ({"text": ...} per line, other fields kept):
     python -m ner_accel.predict --model artifacts/run --input docs.txt --output entities.jsonl
 
-Text is split into words as PAN-X is (whitespace, every punctuation mark and CJK ideograph a word of its own), each
-word is tagged by its first sub-token (as in training), and texts longer than the model's limit are tagged in
-overlapping windows, each word taking its tags from the window where it sits most central. The same model gives the
-same entities through transformers.pipeline("token-classification", aggregation_strategy="first") (BERT-style
-tokenizers; see tests/test_predict.py).
+Text is split into words as PAN-X is: at whitespace, with punctuation marks and CJK ideographs words of their own,
+except that hyphens, apostrophes and periods between letters or digits stay inside a word (Baden-Württemberg,
+d'Italie, U.S, 6–3) and a final 's is a word (Merkel 's). Each word is tagged by its first sub-token (as in training),
+and texts longer than the model's limit are tagged in overlapping windows, each word taking its tags from the window
+where it sits most central. On text without those word-internal marks the same model gives the same entities as
+transformers.pipeline("token-classification", aggregation_strategy="first") (BERT-style tokenizers, which split at
+every punctuation mark; see tests/test_predict.py).
 """
 
 from __future__ import annotations
@@ -58,11 +60,30 @@ def is_separate(char: str) -> bool:
     return unicodedata.category(char).startswith("P") or any(low <= code <= high for low, high in cjk)
 
 
+CONNECTORS = frozenset("-\u2010\u2011\u2013'\u2019.")  # hyphens, en dash, apostrophes, period
+
+
+def joins(text: str, i: int) -> bool:
+    """A connector between two letters or digits stays inside its word, as in PAN-X's Baden-Württemberg,
+    États-Unis, d'Italie, U.S and 6–3."""
+    return 0 < i < len(text) - 1 and text[i] in CONNECTORS and text[i - 1].isalnum() and text[i + 1].isalnum()
+
+
+def is_possessive(text: str, i: int) -> bool:
+    """The apostrophe of a word-final 's, which PAN-X writes as a word of its own (Merkel 's)."""
+    end = i + 2
+    return text[i] in "'\u2019" and text[i + 1 : end] in ("s", "S") and (end == len(text) or not text[end].isalnum())
+
+
 def split_words(text: str) -> list[tuple[int, int]]:
     """Character spans [start, end) of the words of text; text[start:end] is always the word itself."""
     spans, start = [], None
     for i, char in enumerate(text):
-        if char.isspace() or is_separate(char):
+        inside = joins(text, i)
+        if inside and start is not None and is_possessive(text, i):
+            spans.append((start, i))
+            start = i  # 's: a word of its own
+        elif char.isspace() or (is_separate(char) and not inside):
             if start is not None:
                 spans.append((start, i))
                 start = None
@@ -169,6 +190,12 @@ class Tagger:
             raise UsageError(f"--model {path}: no trained model here; pass a run directory or a model directory")
         tokenizer = load_tokenizer(str(directory), trust_remote_code)
         model = load_trained(str(directory), trust_remote_code)
+        not_tags = [tag for tag in model.config.id2label.values() if tag != "O" and not tag.startswith(("B-", "I-"))]
+        if not_tags:  # e.g. LABEL_0, LABEL_1: a pretrained encoder with a random head, never trained for NER
+            raise UsageError(
+                f"--model {path}: its labels ({', '.join(map(str, not_tags[:3]))}, ...) are not IOB2 tags (O, B-X, I-X); "
+                "pass a model fine-tuned for NER, e.g. a ner_accel.train run directory"
+            )
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
         limit = min(max_length or tokenizer.model_max_length, tokenizer.model_max_length, 512)
         return cls(model, tokenizer, limit, limit // 4 if overlap is None else overlap, batch_size)
@@ -257,10 +284,14 @@ class Tagger:
 # Command line: texts in, JSON Lines out
 
 
+def is_json_lines(path: Path) -> bool:
+    return path.suffix.lower() in (".jsonl", ".ndjson", ".json")
+
+
 def read_documents(path: Path, text_field: str) -> Iterator[dict]:
     """{"text": ...} per line of a text file, or the objects of a JSON Lines file (other fields kept)."""
     for number, line in numbered_lines(path):
-        if path.suffix != ".jsonl":
+        if not is_json_lines(path):
             yield {"text": line}
             continue
         if not line.strip():
@@ -279,7 +310,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("texts", nargs="*", help="Texts to tag, one document each.")
     parser.add_argument("--model", required=True, help="Run directory (with model/) or model directory.")
     # Input and output
-    parser.add_argument("--input", help="Text file (one document a line) or .jsonl file (objects with --text-field).")
+    parser.add_argument(
+        "--input",
+        help="Text file (one document a line) or JSON Lines file (.jsonl, .ndjson, .json: objects with --text-field).",
+    )
     parser.add_argument("--text-field", default="text", help="Field holding the text in JSON Lines input.")
     parser.add_argument("--output", help="JSON Lines file to write (default: standard output).")
     # Runtime
@@ -299,7 +333,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for flag in ("batch_size", "chunk_size"):
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be a positive integer, got {getattr(args, flag)}")
+    if args.device is not None:
+        check_device(args.device)
     return args
+
+
+def check_device(name: str) -> None:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name}: not a device name; pass cpu, cuda or cuda:<index>") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise UsageError(
+            f"--device {name}: no such CUDA device here ({torch.cuda.device_count()} found); pass --device cpu"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -312,7 +359,8 @@ def run(args: argparse.Namespace) -> int:
     if args.input:
         path = Path(args.input)
         total = sum(1 for _ in read_documents(path, args.text_field))
-        documents, field = read_documents(path, args.text_field), args.text_field
+        documents = read_documents(path, args.text_field)
+        field = args.text_field if is_json_lines(path) else "text"
     else:
         documents, field, total = ({"text": text} for text in args.texts), "text", len(args.texts)
     tagger = Tagger.load(
