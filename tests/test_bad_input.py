@@ -36,7 +36,10 @@ def write(directory, train=TRAIN, validation=VALIDATION, suffix=".conll"):
         (lambda d: write(d / "data", train="Angela\tB-PER\nMerkel\n"), ["train.conll:2", "one column", "tag column"]),
         (lambda d: write(d / "data", train="Angela\tPER\n"), ["train.conll:1", "'PER'", "IOB2", "B-PER"]),
         (lambda d: write(d / "data", train="Angela B_PER\n"), ["train.conll:1", "'B_PER'", "IOB2"]),
-        (lambda d: write(d / "data", validation="Apple\tB-MISC\n"), ["validation.conll", "'B-MISC'", "training data"]),
+        (
+            lambda d: write(d / "data", validation="Paris\tB-LOC\n\nApple\tB-MISC\n"),
+            ["validation.conll:3", "'B-MISC'", "training data"],
+        ),
         (
             lambda d: write(d / "data", train='{"tokens": ["a"], "ner_tags": ["O"]}\n{"tokens": [\n', suffix=".jsonl"),
             ["train.jsonl:2", "not valid JSON", "one JSON object per line"],
@@ -82,6 +85,8 @@ def test_bad_data_is_refused_with_file_line_and_fix(make, expected, tiny_model, 
         (["--num-train-epochs", "-1"], "--num-train-epochs must be a positive integer"),
         (["--mixed-precision", "fp16"], "fp16 needs a CUDA GPU"),
         (["--resume", "/tmp"], "not a ner_accel checkpoint"),
+        (["--warmup-steps", "-5"], "--warmup-steps must not be negative, got -5"),
+        (["--dataloader-num-workers", "-1"], "--dataloader-num-workers must not be negative"),
     ],
 )
 def test_bad_options_are_refused(flags, expected, tiny_model, conll_dir, tmp_path, capsys):
@@ -223,6 +228,17 @@ def test_line_endings_and_a_byte_order_mark_read_like_plain_files(tmp_path, endi
     lines = ["Angela\tB-PER", "Merkel\tI-PER", "", "Paris\tB-LOC"]
     path.write_bytes("\ufeff".encode() + ending.join(line.encode() for line in lines) + ending)
     assert read_conll(path) == [
-        {"tokens": ["Angela", "Merkel"], "tags": ["B-PER", "I-PER"]},
-        {"tokens": ["Paris"], "tags": ["B-LOC"]},
+        {"tokens": ["Angela", "Merkel"], "tags": ["B-PER", "I-PER"], "line": 1},
+        {"tokens": ["Paris"], "tags": ["B-LOC"], "line": 4},
+    ]
+
+
+def test_comment_lines_and_trailing_whitespace_are_not_tokens(tmp_path):
+    from ner_accel.data import read_conll
+
+    path = tmp_path / "train.conll"  # MultiCoNER-style "# id" lines; a "#" token keeps its tag
+    path.write_text("# id 1\tdomain=de\nAngela _ _ B-PER\t \n#\tO\n\n# id 2\nParis\tB-LOC\n", encoding="utf-8")
+    assert read_conll(path) == [
+        {"tokens": ["Angela", "#"], "tags": ["B-PER", "O"], "line": 2},
+        {"tokens": ["Paris"], "tags": ["B-LOC"], "line": 6},
     ]

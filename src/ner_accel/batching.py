@@ -11,7 +11,7 @@ from .alignment import IGNORE
 
 MODEL_INPUTS = ["input_ids", "attention_mask", "labels"]
 # Batches per sorted group. PAN-X.en, 8,000 sentences, batch 24 (MiniLM tokenizer): real/padded tokens 0.379 for
-# random batches, 0.860 for groups of 64, 0.881 for 128, 0.901 for one global sort (benchmarks/BENCHMARKS.md).
+# random batches, 0.860 for groups of 64, 0.881 for 128, 0.901 for one global sort (BENCHMARKS.md).
 # 128 keeps most of the gain of a global sort while batches still mix sentences from across a 3,072-sentence pool.
 GROUP_BATCHES = 128
 

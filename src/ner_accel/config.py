@@ -56,8 +56,12 @@ class TrainConfig:
         default=None,
         metadata={"help": "Fraction of each language's training set to use, one per language (multilingual runs)."},
     )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training sentences."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N validation sentences."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N training sentences of each language or data directory."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N validation sentences of each language or data directory."}
+    )
     max_length: int | None = field(
         default=None, metadata={"help": "Truncate to this many sub-tokens (default: the model's limit, at most 512)."}
     )
@@ -83,7 +87,14 @@ class TrainConfig:
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
     learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate of AdamW."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and LayerNorm)."})
-    lr_scheduler_type: str = field(default="linear", metadata={"help": "Any transformers.get_scheduler name."})
+    lr_scheduler_type: Literal[
+        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"
+    ] = field(
+        default="linear",
+        metadata={
+            "help": "A transformers.get_scheduler schedule stepped once per optimizer step (no extra arguments)."
+        },
+    )
     warmup_steps: int = field(default=0, metadata={"help": "Warmup optimizer steps (wins over --warmup-ratio)."})
     warmup_ratio: float = field(default=0.0, metadata={"help": "Warmup as a fraction of all optimizer steps."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Clip gradients to this global norm (0: off)."})
@@ -139,6 +150,15 @@ class TrainConfig:
         for flag, value in {**positive, **{k: v for k, v in optional_positive.items() if v is not None}}.items():
             if value <= 0:
                 raise UsageError(f"{flag} must be a positive integer, got {value}")
+        not_negative = {
+            "--warmup-steps": self.warmup_steps,
+            "--weight-decay": self.weight_decay,
+            "--max-grad-norm": self.max_grad_norm,
+            "--dataloader-num-workers": self.dataloader_num_workers,
+        }
+        for flag, value in not_negative.items():
+            if value < 0:
+                raise UsageError(f"{flag} must not be negative, got {value}")
         if self.learning_rate <= 0:
             raise UsageError(f"--learning-rate must be positive, got {self.learning_rate}")
         if not 0.0 <= self.warmup_ratio < 1.0:

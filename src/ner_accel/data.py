@@ -36,22 +36,29 @@ class Corpus:
 
 def check_tag(tag: str, where: str) -> None:
     """Accept IOB2 tags only: O, B-TYPE, I-TYPE."""
-    if tag == "O" or (len(tag) > 2 and tag[:2] in ("B-", "I-")):
+    if is_tag(tag):
         return
     raise UsageError(f"{where}: tag '{tag}' is not IOB2; use O, B-<TYPE> or I-<TYPE> (e.g. B-PER)")
 
 
+def is_tag(text: str) -> bool:
+    return text == "O" or (len(text) > 2 and text[:2] in ("B-", "I-"))
+
+
 def read_conll(path: Path) -> list[dict]:
-    """Token and tag per line (tab or space separated, tag last), blank line between sentences."""
-    sentences, tokens, tags = [], [], []
+    """Token and tag per line (tab or space separated, tag last), blank line between sentences; -DOCSTART- lines
+    and comment lines before a sentence ("# id ...", as in MultiCoNER or CoNLL-U) are skipped."""
+    sentences, tokens, tags, first_line = [], [], [], 0
     for number, line in numbered_lines(path):
-        if not line.strip():
+        line = line.rstrip()  # trailing spaces or tabs are not an empty tag column
+        if not line:
             if tokens:
-                sentences.append({"tokens": tokens, "tags": tags})
+                sentences.append({"tokens": tokens, "tags": tags, "line": first_line})
                 tokens, tags = [], []
             continue
-        if line.startswith("-DOCSTART-"):
+        if line.startswith("-DOCSTART-") or (line.startswith("#") and not tokens and not is_tag(line.split()[-1])):
             continue
+        first_line = first_line if tokens else number
         columns = line.split("\t") if "\t" in line else line.split()
         if len(columns) < 2:
             raise UsageError(
@@ -62,7 +69,7 @@ def read_conll(path: Path) -> list[dict]:
         tokens.append(columns[0])
         tags.append(columns[-1].strip())
     if tokens:
-        sentences.append({"tokens": tokens, "tags": tags})
+        sentences.append({"tokens": tokens, "tags": tags, "line": first_line})
     return sentences
 
 
@@ -87,7 +94,7 @@ def read_jsonl(path: Path) -> list[dict]:
         for tag in tags:
             check_tag(tag, where)
         if tokens:
-            sentences.append({"tokens": [str(t) for t in tokens], "tags": tags})
+            sentences.append({"tokens": [str(t) for t in tokens], "tags": tags, "line": number})
     return sentences
 
 
@@ -150,13 +157,15 @@ def count_bad_starts(tag_lists) -> int:
 
 
 def check_known_tags(sentences: list[dict], labels: list[str], where: str) -> None:
+    """Every evaluation tag must be one the model can predict: one the training data uses."""
     known = set(labels)
     for number, sentence in enumerate(sentences, start=1):
         for tag in sentence["tags"]:
             if tag not in known:
+                place = f"{where}:{sentence['line']}" if "line" in sentence else f"{where}: sentence {number}"
                 raise UsageError(
-                    f"{where}: sentence {number} has tag '{tag}' that the training data never uses; "
-                    "add it to the training data or fix the tag"
+                    f"{place}: tag '{tag}' does not occur in the training data as read (labels: {', '.join(labels)}); "
+                    "fix the tag, or train on data that has it (mind --max-train-samples)"
                 )
 
 
