@@ -65,6 +65,7 @@ class Checkpoints:
             shutil.rmtree(staging)
         accelerator.wait_for_everyone()
         accelerator.save_state(str(staging), safe_serialization=True)
+        accelerator.wait_for_everyone()  # save_state has no barrier: rank 1 may still be writing its RNG state
         if is_best:  # on every process: each one loads it back under --load-best
             state.best_checkpoint = name
         if accelerator.is_main_process:
