@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import unicodedata
 from collections.abc import Iterator
@@ -190,11 +191,11 @@ class Tagger:
             raise UsageError(f"--model {path}: no trained model here; pass a run directory or a model directory")
         tokenizer = load_tokenizer(str(directory), trust_remote_code)
         model = load_trained(str(directory), trust_remote_code)
-        not_tags = [tag for tag in model.config.id2label.values() if tag != "O" and not tag.startswith(("B-", "I-"))]
-        if not_tags:  # e.g. LABEL_0, LABEL_1: a pretrained encoder with a random head, never trained for NER
+        labels = [str(label) for label in model.config.id2label.values()]
+        if all(re.fullmatch(r"LABEL_\d+", label) for label in labels):  # a pretrained encoder's untrained head
             raise UsageError(
-                f"--model {path}: its labels ({', '.join(map(str, not_tags[:3]))}, ...) are not IOB2 tags (O, B-X, I-X); "
-                "pass a model fine-tuned for NER, e.g. a ner_accel.train run directory"
+                f"--model {path}: its labels are transformers' placeholders ({', '.join(labels[:3])}, ...), not entity "
+                "tags; pass a model fine-tuned for NER, e.g. a ner_accel.train run directory"
             )
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
         limit = min(max_length or tokenizer.model_max_length, tokenizer.model_max_length, 512)
