@@ -36,6 +36,7 @@ def write(directory, train=TRAIN, validation=VALIDATION, suffix=".conll"):
         (lambda d: write(d / "data", train="Angela\tB-PER\nMerkel\n"), ["train.conll:2", "one column", "tag column"]),
         (lambda d: write(d / "data", train="Angela\tPER\n"), ["train.conll:1", "'PER'", "IOB2", "B-PER"]),
         (lambda d: write(d / "data", train="Angela B_PER\n"), ["train.conll:1", "'B_PER'", "IOB2"]),
+        (lambda d: write(d / "data", train="Der\tO\nHund\tO\n"), ["train.conll", "no entity, only O tags"]),
         (
             lambda d: write(d / "data", validation="Paris\tB-LOC\n\nApple\tB-MISC\n"),
             ["validation.conll:3", "'B-MISC'", "training data"],
@@ -66,6 +67,7 @@ def write(directory, train=TRAIN, validation=VALIDATION, suffix=".conll"):
         "no-tag-column",
         "tag-PER",
         "tag-B_PER",
+        "only-O",
         "unknown-eval-tag",
         "jsonl-bad-json",
         "jsonl-length-mismatch",

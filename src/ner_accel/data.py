@@ -222,6 +222,12 @@ def load_corpus(
         for (name, splits), fraction in zip(sources.items(), fractions)
     }
     labels = hub_labels or labels_from_tags(s["tags"] for part in train_parts.values() for s in part)
+    if labels == ["O"]:
+        files = ", ".join(str(find_split_file(origin, "train")) for origin in origins.values())
+        raise UsageError(
+            f"{files}: the training sentences (after --max-train-samples) hold no entity, only O tags; "
+            "train on data with B-/I- tags"
+        )
     corpus = Corpus(labels=labels, train=None, validation={})
     for name, splits in sources.items():
         sentences = take(splits["validation"], max_eval_samples, None, seed)
