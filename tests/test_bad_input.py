@@ -37,6 +37,12 @@ def write(directory, train=TRAIN, validation=VALIDATION, suffix=".conll"):
         (lambda d: write(d / "data", train="Angela\tPER\n"), ["train.conll:1", "'PER'", "IOB2", "B-PER"]),
         (lambda d: write(d / "data", train="Angela B_PER\n"), ["train.conll:1", "'B_PER'", "IOB2"]),
         (lambda d: write(d / "data", train="Der\tO\nHund\tO\n"), ["train.conll", "no entity, only O tags"]),
+        (lambda d: write(d / "data", train="Angela\tB- PER\n"), ["train.conll:1", "'B- PER'", "IOB2"]),
+        (lambda d: write(d / "data", train="Angela\tO\u200b\n"), ["train.conll:1", "'O\\u200b'", "IOB2"]),
+        (
+            lambda d: write(d / "data", train='{"tokens": [null, "b"], "ner_tags": ["B-PER", "O"]}\n', suffix=".jsonl"),
+            ["train.jsonl:1", '"tokens" must be a list of strings'],
+        ),
         (
             lambda d: write(d / "data", validation="Paris\tB-LOC\n\nApple\tB-MISC\n"),
             ["validation.conll:3", "'B-MISC'", "training data"],
@@ -68,6 +74,9 @@ def write(directory, train=TRAIN, validation=VALIDATION, suffix=".conll"):
         "tag-PER",
         "tag-B_PER",
         "only-O",
+        "tag-space-in-type",
+        "tag-invisible-char",
+        "jsonl-null-token",
         "unknown-eval-tag",
         "jsonl-bad-json",
         "jsonl-length-mismatch",
@@ -198,6 +207,13 @@ def test_training_does_not_read_the_test_split(tiny_model, tmp_path):
     (data / "test.conll").write_text("Paris\tLOCATION\n", encoding="utf-8")
     args = ["--model", tiny_model, "--data-dir", data, "--output-dir", tmp_path / "out", "--num-train-epochs", "1"]
     assert run_training(args) == 0
+
+
+def test_an_output_dir_that_is_a_file_is_refused(tiny_model, conll_dir, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    args = ["--model", tiny_model, "--data-dir", conll_dir, "--output-dir", tmp_path / "afile", "--run-name", "r"]
+    assert run_training(args) == 2
+    assert "is a file, not a directory" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
 def test_i_after_o_is_accepted_and_reported_once(tmp_path, caplog):

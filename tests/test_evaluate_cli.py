@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -99,8 +100,19 @@ def test_bad_input_exits_2(runs, tmp_path, capsys):
     assert evaluate.main(["--model", str(runs["de"]), "--data-dir", data, "--split", "dev", *out]) == 2
     odd = write_language(tmp_path, "odd", validation="Paris\tB-MISC\n")
     assert evaluate.main(["--model", str(runs["de"]), "--data-dir", str(odd), *out]) == 2
-    assert "B-MISC" in capsys.readouterr().err
+    message = capsys.readouterr().err
+    assert f"{odd / 'validation.conll'}:1: tag 'B-MISC' is not in the model's labels" in message
     assert not (tmp_path / "x.json").exists()
+    (tmp_path / "taken").mkdir()
+    assert evaluate.main(["--model", str(runs["de"]), "--data-dir", data, "--output", str(tmp_path / "taken")]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    base = shutil.copytree(runs["de"] / "model", tmp_path / "base")  # as a pretrained encoder: placeholder labels
+    config = json.loads((base / "config.json").read_text())
+    config["id2label"] = {i: f"LABEL_{i}" for i in config["id2label"]}
+    config["label2id"] = {f"LABEL_{i}": int(i) for i in config["id2label"]}
+    (base / "config.json").write_text(json.dumps(config))
+    assert evaluate.main(["--model", str(base), "--data-dir", data, *out]) == 2
+    assert "placeholders" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -317,3 +317,28 @@ def test_cli_refuses_a_model_without_ner_tags_and_a_bad_device(gazetteer, tmp_pa
     if not torch.cuda.is_available():
         assert main(["--model", str(gazetteer), "--device", "cuda", "Paris"]) == 2
         assert "no such CUDA device" in capsys.readouterr().err
+
+
+def test_cli_refuses_outputs_it_cannot_write_before_tagging(gazetteer, tmp_path, capsys):
+    source = tmp_path / "in.txt"
+    source.write_text("Angela Merkel besuchte Paris\n", encoding="utf-8")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    cases = [
+        (str(tmp_path / "taken"), "is a directory"),
+        (str(tmp_path / "afile" / "out.jsonl"), "is a file, not a directory"),
+        ("", "not a file path"),
+        (str(source), "is the input file"),
+    ]
+    for output, expected in cases:
+        assert main(["--model", str(gazetteer), "--input", str(source), "--output", output]) == 2
+        assert expected in capsys.readouterr().err
+    assert source.read_text(encoding="utf-8") == "Angela Merkel besuchte Paris\n"
+    assert main(["--model", str(gazetteer), "--max-length", "0", "Paris"]) == 2
+    assert "--max-length must be a positive integer" in capsys.readouterr().err
+
+
+def test_a_directory_that_is_not_a_model_is_refused(tmp_path, capsys):
+    (tmp_path / "config.json").write_text("{}", encoding="utf-8")
+    assert main(["--model", str(tmp_path), "Paris"]) == 2
+    assert f"--model {tmp_path}: cannot load its" in capsys.readouterr().err

@@ -44,8 +44,37 @@ def write_json(path: Path, data) -> None:
     """Write JSON through a temporary file and an atomic replace: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    try:
+        temporary.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def writable_place(path: Path, flag: str) -> None:
+    """Refuse, before any work and without creating anything, a path whose nearest existing ancestor is a file
+    or not writable (the path itself may not exist yet)."""
+    existing = next(p for p in [path.absolute(), *path.absolute().parents] if p.exists())
+    if existing != path.absolute() and not existing.is_dir():
+        raise UsageError(f"{flag} {path}: {existing} is a file, not a directory; pass another path")
+    if not os.access(existing if existing.is_dir() else existing.parent, os.W_OK):
+        raise UsageError(f"{flag} {path}: {existing} is not writable; pass a writable path")
+
+
+def check_output_file(path: str, flag: str) -> Path:
+    """An output file path that can be written: not empty, not a directory, in a writable place."""
+    if not path or Path(path).name in ("", ".", ".."):
+        raise UsageError(f"{flag} {path!r}: not a file path; pass e.g. {flag} results.json")
+    if Path(path).is_dir():
+        raise UsageError(f"{flag} {path}: is a directory; pass a file path inside it")
+    writable_place(Path(path), flag)
+    return Path(path)
+
+
+def check_output_dir(path: Path, flag: str) -> None:
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path}: is a file, not a directory; pass a directory path")
+    writable_place(path, flag)
 
 
 def is_finished(run_dir: Path) -> bool:

@@ -38,11 +38,16 @@ def check_tag(tag: str, where: str) -> None:
     """Accept IOB2 tags only: O, B-TYPE, I-TYPE."""
     if is_tag(tag):
         return
-    raise UsageError(f"{where}: tag '{tag}' is not IOB2; use O, B-<TYPE> or I-<TYPE> (e.g. B-PER)")
+    raise UsageError(f"{where}: tag {tag!r} is not IOB2; use O, B-<TYPE> or I-<TYPE> (e.g. B-PER)")
 
 
 def is_tag(text: str) -> bool:
-    return text == "O" or (len(text) > 2 and text[:2] in ("B-", "I-"))
+    """O, or B-/I- and a type name of visible characters with a letter or digit (PER, MISC, DATE-TIME)."""
+    kind = text[2:]
+    return text == "O" or (
+        text[:2] in ("B-", "I-") and kind.isprintable() and not any(c.isspace() for c in kind)
+        and any(c.isalnum() for c in kind)
+    )  # fmt: skip
 
 
 def read_conll(path: Path) -> list[dict]:
@@ -87,6 +92,8 @@ def read_jsonl(path: Path) -> list[dict]:
         if not isinstance(row, dict) or not isinstance(row.get("tokens"), list):
             raise UsageError(f'{where}: expected an object with "tokens" and "ner_tags" lists')
         tokens, tags = row["tokens"], row.get("ner_tags", row.get("tags"))
+        if not all(isinstance(t, str) for t in tokens):
+            raise UsageError(f'{where}: "tokens" must be a list of strings (words), found {tokens[:5]!r}')
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise UsageError(f'{where}: "ner_tags" must be a list of string tags such as "B-PER"')
         if len(tokens) != len(tags):
@@ -94,7 +101,7 @@ def read_jsonl(path: Path) -> list[dict]:
         for tag in tags:
             check_tag(tag, where)
         if tokens:
-            sentences.append({"tokens": [str(t) for t in tokens], "tags": tags, "line": number})
+            sentences.append({"tokens": tokens, "tags": tags, "line": number})
     return sentences
 
 
@@ -156,16 +163,19 @@ def count_bad_starts(tag_lists) -> int:
     return bad
 
 
-def check_known_tags(sentences: list[dict], labels: list[str], where: str) -> None:
-    """Every evaluation tag must be one the model can predict: one the training data uses."""
+def check_known_tags(
+    sentences: list[dict], labels: list[str], where: str, known_as: str = "the training data as read"
+) -> None:
+    """Every evaluation tag must be one the model can predict."""
     known = set(labels)
     for number, sentence in enumerate(sentences, start=1):
         for tag in sentence["tags"]:
             if tag not in known:
                 place = f"{where}:{sentence['line']}" if "line" in sentence else f"{where}: sentence {number}"
+                hint = " (mind --max-train-samples)" if known_as.startswith("the training") else ""
                 raise UsageError(
-                    f"{place}: tag '{tag}' does not occur in the training data as read (labels: {', '.join(labels)}); "
-                    "fix the tag, or train on data that has it (mind --max-train-samples)"
+                    f"{place}: tag {tag!r} is not in {known_as} ({', '.join(labels)}); "
+                    f"fix the tag, or use a model trained on data that has it{hint}"
                 )
 
 

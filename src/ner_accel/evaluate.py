@@ -22,7 +22,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from rich.console import Console
 
 from .analysis import confusion_table, error_analysis, loss_table, scored_words, sentence_table
-from .artifacts import CONFIG_FILE, MODEL_DIR, write_json
+from .artifacts import CONFIG_FILE, MODEL_DIR, check_output_file, write_json
 from .batching import make_loader
 from .config import UsageError, run_command
 from .data import check_known_tags, find_split_file, read_split, source_names, take, to_dataset
@@ -65,6 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         value = getattr(args, flag)
         if value is not None and value < (0 if flag in ("worst", "top_tokens") else 1):
             raise UsageError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
+    check_output_file(args.output, "--output")
     return args
 
 
@@ -106,9 +107,14 @@ def training_name(path: str) -> str:
     config_file = Path(path) / CONFIG_FILE
     if not config_file.is_file():
         return Path(path).resolve().name
-    config = json.loads(config_file.read_text(encoding="utf-8"))
-    sources = [Path(d.rstrip("/")).name for d in config["data_dir"]] if config.get("data_dir") else config["languages"]
-    return "+".join(sources)
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        sources = (
+            [Path(d.rstrip("/")).name for d in config["data_dir"]] if config.get("data_dir") else config["languages"]
+        )
+        return "+".join(sources)
+    except (ValueError, KeyError, TypeError, AttributeError):  # not a ner_accel run's config: name it by its folder
+        return Path(path).resolve().name
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -123,9 +129,11 @@ def evaluate_model(path: str, sets: dict[str, list[dict]], args: argparse.Namesp
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     max_length = min(args.max_length or tokenizer.model_max_length, tokenizer.model_max_length, 512)
     pad_to = 8 if accelerator.mixed_precision != "no" else None
+    local = source_names(args.data_dir) if args.data_dir else {}
+    files = {name: find_split_file(root, args.split) for name, root in local.items()}  # for messages
     loaders, orders = {}, {}
     for name, sentences in sets.items():
-        check_known_tags(sentences, labels, f"{name}/{args.split}")
+        check_known_tags(sentences, labels, str(files.get(name, f"PAN-X.{name}/{args.split}")), "the model's labels")
         with accelerator.main_process_first():
             rows = encode_dataset(
                 to_dataset(sentences, name), tokenizer, labels, max_length, False, f"{name}/{args.split}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -124,7 +126,7 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedToke
     """A fast tokenizer (word_ids() is what aligns labels to sub-tokens)."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, **pretrained_kwargs(name, trust_remote_code))
-    except OSError as error:
+    except (OSError, ValueError) as error:  # ValueError: a config.json without model_type, no tokenizer files
         raise load_error(name, "tokenizer", error) from error
     if not tokenizer.is_fast:
         raise UsageError(
@@ -145,7 +147,7 @@ def model_config(name: str, labels: list[str], trust_remote_code: bool = False, 
             **pretrained_kwargs(name, trust_remote_code),
             **overrides,
         )
-    except OSError as error:
+    except (OSError, ValueError) as error:
         raise load_error(name, "config", error) from error
     if config.model_type not in HEADS:
         raise UsageError(
@@ -181,10 +183,19 @@ def load_trained(directory: str, trust_remote_code: bool = False):
     kwargs = pretrained_kwargs(directory, trust_remote_code)
     try:
         config = AutoConfig.from_pretrained(directory, **kwargs)
+    except (OSError, ValueError) as error:
+        raise load_error(directory, "config", error) from error
+    labels = [str(label) for label in config.id2label.values()]
+    if all(re.fullmatch(r"LABEL_\d+", label) for label in labels):  # a pretrained encoder's untrained head
+        raise UsageError(
+            f"--model {directory}: its labels are transformers' placeholders ({', '.join(labels[:3])}, ...), not "
+            "entity tags; pass a model fine-tuned for NER, e.g. a ner_accel.train run directory"
+        )
+    try:
         if config.model_type in HEADS:
             return HEADS[config.model_type].from_pretrained(
                 directory, config=config, attn_implementation=UNPADDED, **kwargs
             )
         return AutoModelForTokenClassification.from_pretrained(directory, config=config, **kwargs)
-    except OSError as error:
+    except (OSError, ValueError) as error:
         raise load_error(directory, "model", error) from error

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import unicodedata
 from collections.abc import Iterator
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .artifacts import MODEL_DIR
+from .artifacts import MODEL_DIR, check_output_file
 from .config import UsageError, run_command
 from .lines import numbered_lines
 from .model import load_tokenizer, load_trained
@@ -191,12 +190,6 @@ class Tagger:
             raise UsageError(f"--model {path}: no trained model here; pass a run directory or a model directory")
         tokenizer = load_tokenizer(str(directory), trust_remote_code)
         model = load_trained(str(directory), trust_remote_code)
-        labels = [str(label) for label in model.config.id2label.values()]
-        if all(re.fullmatch(r"LABEL_\d+", label) for label in labels):  # a pretrained encoder's untrained head
-            raise UsageError(
-                f"--model {path}: its labels are transformers' placeholders ({', '.join(labels[:3])}, ...), not entity "
-                "tags; pass a model fine-tuned for NER, e.g. a ner_accel.train run directory"
-            )
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
         limit = min(max_length or tokenizer.model_max_length, tokenizer.model_max_length, 512)
         return cls(model, tokenizer, limit, limit // 4 if overlap is None else overlap, batch_size)
@@ -331,11 +324,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UsageError("give texts as arguments or --input <file>, not both and not neither")
     if args.input and not Path(args.input).is_file():
         raise UsageError(f"--input {args.input}: file not found")
-    for flag in ("batch_size", "chunk_size"):
-        if getattr(args, flag) < 1:
+    for flag in ("batch_size", "chunk_size", "max_length"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be a positive integer, got {getattr(args, flag)}")
     if args.device is not None:
         check_device(args.device)
+    if args.output is not None:
+        check_output_file(args.output, "--output")
+        if args.input and Path(args.output).resolve() == Path(args.input).resolve():
+            raise UsageError(f"--output {args.output}: is the input file; write the entities to another file")
     return args
 
 

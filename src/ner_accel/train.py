@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 from transformers.utils import logging as hf_logging
 
-from .artifacts import CONFIG_FILE, check_run_dir, save_final, write_json
+from .artifacts import CONFIG_FILE, check_output_dir, check_run_dir, save_final, write_json
 from .batching import make_loader, padding_efficiency
 from .checkpoint import Checkpoints, TrainerState, load_trainer_state, resolve_resume
 from .config import TrainConfig, UsageError, parse_config
@@ -112,6 +112,7 @@ def train(config: TrainConfig) -> dict:
     console = setup_logging(accelerator)
     set_seed(config.seed)
     run_dir = config.run_dir
+    check_output_dir(run_dir, "--output-dir/--run-name")
     check_run_dir(run_dir, config.overwrite, resuming=config.resume is not None)
     resume_from = resolve_resume(config.resume, run_dir) if config.resume else None
 
