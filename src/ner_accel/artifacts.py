@@ -61,14 +61,13 @@ def writable_place(path: Path, flag: str) -> None:
         raise UsageError(f"{flag} {path}: {existing} is not writable; pass a writable path")
 
 
-def check_output_file(path: str, flag: str) -> Path:
+def check_output_file(path: str, flag: str) -> None:
     """An output file path that can be written: not empty, not a directory, in a writable place."""
     if not path or Path(path).name in ("", ".", ".."):
         raise UsageError(f"{flag} {path!r}: not a file path; pass e.g. {flag} results.json")
     if Path(path).is_dir():
         raise UsageError(f"{flag} {path}: is a directory; pass a file path inside it")
     writable_place(Path(path), flag)
-    return Path(path)
 
 
 def check_output_dir(path: Path, flag: str) -> None:

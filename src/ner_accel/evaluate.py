@@ -73,9 +73,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 # Inputs: evaluation sets (word level) and trained models
 
 
-def load_eval_sets(args: argparse.Namespace) -> dict[str, list[dict]]:
-    """Word-level sentences of the chosen split, one entry per language or local directory."""
-    sets = {}
+def load_eval_sets(args: argparse.Namespace) -> tuple[dict[str, list[dict]], dict[str, str]]:
+    """Word-level sentences of the chosen split, one entry per language or local directory, and where each came
+    from (for messages)."""
+    sets, origins = {}, {}
     if args.data_dir:
         for name, root in source_names(args.data_dir).items():
             if not root.is_dir():
@@ -83,14 +84,14 @@ def load_eval_sets(args: argparse.Namespace) -> dict[str, list[dict]]:
             path = find_split_file(root, args.split)
             if path is None:
                 raise UsageError(f"{root}: no {args.split} file; add {args.split}.conll or choose another --split")
-            sets[name] = read_split(path)
+            sets[name], origins[name] = read_split(path), str(path)
     else:
         for language in args.languages:
             splits, _ = load_hub_panx(args.dataset, language)
             if args.split not in splits:
                 raise UsageError(f"PAN-X.{language} has no '{args.split}' split; choose one of {sorted(splits)}")
-            sets[language] = splits[args.split]
-    return {name: take(sentences, args.max_eval_samples, None, 0) for name, sentences in sets.items()}
+            sets[language], origins[language] = splits[args.split], f"PAN-X.{language}/{args.split}"
+    return {name: take(sentences, args.max_eval_samples, None, 0) for name, sentences in sets.items()}, origins
 
 
 def model_dir(path: str) -> Path:
@@ -121,7 +122,9 @@ def training_name(path: str) -> str:
 # Evaluation of one model on every set
 
 
-def evaluate_model(path: str, sets: dict[str, list[dict]], args: argparse.Namespace, accelerator: Accelerator) -> dict:
+def evaluate_model(
+    path: str, sets: dict[str, list[dict]], origins: dict[str, str], args: argparse.Namespace, accelerator: Accelerator
+) -> dict:
     """Metrics and error analysis of one model on each evaluation set."""
     directory = model_dir(path)
     tokenizer = load_tokenizer(str(directory), args.trust_remote_code)
@@ -129,11 +132,9 @@ def evaluate_model(path: str, sets: dict[str, list[dict]], args: argparse.Namesp
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     max_length = min(args.max_length or tokenizer.model_max_length, tokenizer.model_max_length, 512)
     pad_to = 8 if accelerator.mixed_precision != "no" else None
-    local = source_names(args.data_dir) if args.data_dir else {}
-    files = {name: find_split_file(root, args.split) for name, root in local.items()}  # for messages
     loaders, orders = {}, {}
     for name, sentences in sets.items():
-        check_known_tags(sentences, labels, str(files.get(name, f"PAN-X.{name}/{args.split}")), "the model's labels")
+        check_known_tags(sentences, labels, origins[name], "the model's labels")
         with accelerator.main_process_first():
             rows = encode_dataset(
                 to_dataset(sentences, name), tokenizer, labels, max_length, False, f"{name}/{args.split}"
@@ -183,12 +184,12 @@ def run(args: argparse.Namespace) -> dict:
     )
     setup_logging(accelerator)
     console = Console()
-    sets = load_eval_sets(args)
+    sets, origins = load_eval_sets(args)
     names = [training_name(path) for path in args.model]
     names = [n if names.count(n) == 1 else f"{n} ({Path(p).resolve().name})" for n, p in zip(names, args.model)]
     report = {"split": args.split, "datasets": list(sets), "models": [], "cross_lingual_f1": {}}
     for name, path in zip(names, args.model):
-        results = evaluate_model(path, sets, args, accelerator)
+        results = evaluate_model(path, sets, origins, args, accelerator)
         mean_f1 = sum(r["f1"] for r in results.values()) / len(results)
         report["models"].append({"name": name, "path": str(path), "results": results, "mean_f1": mean_f1})
         report["cross_lingual_f1"][name] = {**{s: r["f1"] for s, r in results.items()}, "mean": mean_f1}

@@ -228,15 +228,14 @@ def train(config: TrainConfig) -> dict:
                 logger.info(f"early stop: no better F1 in {config.patience} evaluations")
                 break
 
-    evaluations = [entry for entry in state.history if "validation" in entry]
-    if not evaluations or evaluations[-1]["step"] != state.step:  # --eval-steps did not divide the last steps
+    evaluations = {entry["step"]: entry["validation"] for entry in state.history if "validation" in entry}
+    if state.step not in evaluations:  # --eval-steps did not divide the last steps
         evaluate_and_track()
-        evaluations = [entry for entry in state.history if "validation" in entry]
-    final = evaluations[-1]["validation"]
+        evaluations[state.step] = state.history[-1]["validation"]
+    final = evaluations[state.step]
     if config.load_best and state.best_checkpoint:
         accelerator.load_state(str(checkpoints.root / state.best_checkpoint))
-        best_step = int(state.best_checkpoint.split("-")[1])
-        final = next(e["validation"] for e in evaluations if e["step"] == best_step)
+        final = evaluations[int(state.best_checkpoint.split("-")[1])]
     # FSDP shards the weights: gather the full state dict (a collective, so on every process) before saving.
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:

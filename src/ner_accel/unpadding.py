@@ -4,7 +4,8 @@ Length-grouped batches of PAN-X are still 10-15 % padding, and every linear laye
 a padded forward spends that share on positions whose outputs are thrown away. Packing the real tokens of a batch
 into one row (position ids restarting per sentence) removes that work. Attention is the one place where sentences
 must stay apart, so the attention function below re-pads queries, keys and values per sentence for
-`scaled_dot_product_attention` (sentences of similar length together) and packs its output again. The result is the padded model's, token for token.
+`scaled_dot_product_attention` (sentences of similar length together) and packs its output again. The result is
+the padded model's, token for token.
 
 The attention function is registered with transformers under `UNPADDED`; a model loaded with
 `attn_implementation=UNPADDED` runs packed when its forward passes `packing=`, and like "sdpa" otherwise.
