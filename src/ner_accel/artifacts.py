@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .config import UsageError
+from .errors import UsageError
 from .metrics import metrics_table
 
 MODEL_DIR = "model"

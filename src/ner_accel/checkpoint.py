@@ -10,7 +10,7 @@ from pathlib import Path
 from accelerate import Accelerator
 
 from .artifacts import write_json
-from .config import UsageError
+from .errors import UsageError
 
 STATE_FILE = "trainer_state.json"
 LATEST = "latest"

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -15,19 +14,7 @@ from typing import Literal
 import yaml
 from transformers import HfArgumentParser
 
-
-class UsageError(Exception):
-    """Bad input the user can fix: printed as one line, exit code 2, nothing written."""
-
-
-def run_command(command: Callable[[], object]) -> int:
-    """Run a command-line entry: 0 on success; bad input becomes one `error: ...` line on stderr and exit 2."""
-    try:
-        command()
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+from .errors import UsageError
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from datasets import Dataset, concatenate_datasets
 
-from .config import UsageError
+from .errors import UsageError
 from .hub import load_hub_panx
 from .lines import numbered_lines
 

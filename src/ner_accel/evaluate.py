@@ -24,9 +24,9 @@ from rich.console import Console
 from .analysis import confusion_table, error_analysis, loss_table, scored_words, sentence_table
 from .artifacts import CONFIG_FILE, MODEL_DIR, check_output_file, write_json
 from .batching import make_loader
-from .config import UsageError, run_command
 from .data import check_known_tags, find_split_file, read_split, source_names, take, to_dataset
 from .encoding import encode_dataset
+from .errors import UsageError, run_command
 from .evaluation import collect_predictions
 from .hub import load_hub_panx
 from .metrics import cross_lingual_table, entity_metrics, language_table, matrix_markdown

@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 
 from huggingface_hub import constants
 
-from .config import UsageError
+from .errors import UsageError
 
 
 @cache

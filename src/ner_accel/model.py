@@ -22,7 +22,7 @@ from transformers import (
 from transformers.modeling_outputs import TokenClassifierOutput
 from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaEmbeddings
 
-from .config import UsageError
+from .errors import UsageError
 from .hub import load_error, pretrained_kwargs
 from .unpadding import UNPADDED, Packing
 

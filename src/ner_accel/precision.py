@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .config import UsageError
+from .errors import UsageError
 
 
 def cpu_has_native_bf16() -> bool:

@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .artifacts import MODEL_DIR, check_output_file
-from .config import UsageError, run_command
+from .errors import UsageError, run_command
 from .lines import numbered_lines
 from .model import load_tokenizer, load_trained
 

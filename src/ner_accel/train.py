@@ -26,9 +26,10 @@ from transformers.utils import logging as hf_logging
 from .artifacts import CONFIG_FILE, check_output_dir, check_run_dir, save_final, write_json
 from .batching import make_loader, padding_efficiency
 from .checkpoint import Checkpoints, TrainerState, load_trainer_state, resolve_resume
-from .config import TrainConfig, UsageError, parse_config
+from .config import TrainConfig, parse_config
 from .data import load_corpus
 from .encoding import encode_dataset
+from .errors import UsageError
 from .evaluation import evaluate
 from .metrics import metrics_table
 from .model import load_model, load_tokenizer
