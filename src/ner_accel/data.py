@@ -13,6 +13,8 @@ from datasets import Dataset, concatenate_datasets
 from .errors import UsageError
 from .hub import load_hub_panx
 from .lines import numbered_lines
+from .tag_schemes import DISPLAY_NAMES, PREFIXES, is_tag, read_as_iob2, scheme_name
+from .tag_schemes import TAG_SCHEMES as TAG_SCHEMES  # re-exported: the choices of --tag-scheme, beside the readers
 
 logger = logging.getLogger(__name__)
 
@@ -31,56 +33,71 @@ class Corpus:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Readers: one sentence = {"tokens": [...], "tags": [...]}; errors name the file, the line and the fix.
+# Readers: one sentence = {"tokens": [...], "tags": [...]} with IOB2 tags, whatever the file's scheme (tag_scheme:
+# one of TAG_SCHEMES, "auto" detects it per file); errors name the file, the line and the fix.
 
 
-def check_tag(tag: str, where: str) -> None:
-    """Accept IOB2 tags only: O, B-TYPE, I-TYPE."""
-    if is_tag(tag):
+def check_tag(tag: str, where: str, tag_scheme: str = "iob2") -> None:
+    """Accept the tags of the scheme: O and its prefixes (B-/I- for IOB2 and IOB1, any for auto) with a type."""
+    if is_tag(tag, tag_scheme):
         return
-    raise UsageError(f"{where}: tag {tag!r} is not IOB2; use O, B-<TYPE> or I-<TYPE> (e.g. B-PER)")
+    # auto names IOB2, the scheme of almost every file, in the same words as before other schemes were read
+    prefixes = PREFIXES["iob2" if tag_scheme == "auto" else tag_scheme]
+    choices = ", ".join(f"{prefix}-<TYPE>" for prefix in prefixes[:-1]) + f" or {prefixes[-1]}-<TYPE>"
+    name = DISPLAY_NAMES.get(tag_scheme, "IOB2")
+    raise UsageError(f"{where}: tag {tag!r} is not {name}; use O, {choices} (e.g. B-PER)")
 
 
-def is_tag(text: str) -> bool:
-    """O, or B-/I- and a type name of visible characters with a letter or digit (PER, MISC, DATE-TIME)."""
-    kind = text[2:]
-    return text == "O" or (
-        text[:2] in ("B-", "I-") and kind.isprintable() and not any(c.isspace() for c in kind)
-        and any(c.isalnum() for c in kind)
-    )  # fmt: skip
+def as_iob2(sentences: list[dict], tag_lines: list[list[int]], path: Path, tag_scheme: str) -> list[dict]:
+    """The sentences with their tags read in the file's scheme and converted to IOB2; one log line says how."""
+    if not sentences:
+        return sentences
+    tags_as_written = [sentence["tags"] for sentence in sentences]
+    scheme, tag_lists = read_as_iob2(tags_as_written, tag_lines, str(path), tag_scheme)
+    for sentence, tags in zip(sentences, tag_lists):
+        sentence["tags"] = tags
+    converted = tag_lists != tags_as_written
+    logger.info("%s: tags read as %s", path, f"{DISPLAY_NAMES[scheme]}, converted to IOB2" if converted else "IOB2")
+    return sentences
 
 
-def read_conll(path: Path) -> list[dict]:
+def read_conll(path: Path, tag_scheme: str = "auto") -> list[dict]:
     """Token and tag per line (tab or space separated, tag last), blank line between sentences; -DOCSTART- lines
     and comment lines before a sentence ("# id ...", as in MultiCoNER or CoNLL-U) are skipped."""
-    sentences, tokens, tags, first_line = [], [], [], 0
+    tag_scheme = scheme_name(tag_scheme)
+    sentences, tag_lines = [], []  # tag_lines: the line of each tag, for errors found once the whole file is read
+    tokens, tags, numbers = [], [], []
     for number, line in numbered_lines(path):
         line = line.rstrip()  # trailing spaces or tabs are not an empty tag column
         if not line:
             if tokens:
-                sentences.append({"tokens": tokens, "tags": tags, "line": first_line})
-                tokens, tags = [], []
+                sentences.append({"tokens": tokens, "tags": tags, "line": numbers[0]})
+                tag_lines.append(numbers)
+                tokens, tags, numbers = [], [], []
             continue
-        if line.startswith("-DOCSTART-") or (line.startswith("#") and not tokens and not is_tag(line.split()[-1])):
+        is_comment = line.startswith("#") and not tokens and not is_tag(line.split()[-1], tag_scheme)
+        if line.startswith("-DOCSTART-") or is_comment:
             continue
-        first_line = first_line if tokens else number
         columns = line.split("\t") if "\t" in line else line.split()
         if len(columns) < 2:
             raise UsageError(
                 f"{path}:{number}: expected 'token<TAB>tag' but found one column ({line[:40]!r}); "
                 "add the tag column or a blank line between sentences"
             )
-        check_tag(columns[-1].strip(), f"{path}:{number}")
+        check_tag(columns[-1].strip(), f"{path}:{number}", tag_scheme)
         tokens.append(columns[0])
         tags.append(columns[-1].strip())
+        numbers.append(number)
     if tokens:
-        sentences.append({"tokens": tokens, "tags": tags, "line": first_line})
-    return sentences
+        sentences.append({"tokens": tokens, "tags": tags, "line": numbers[0]})
+        tag_lines.append(numbers)
+    return as_iob2(sentences, tag_lines, path, tag_scheme)
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path, tag_scheme: str = "auto") -> list[dict]:
     """One JSON object a line with "tokens" and "ner_tags" (string tags) of equal length."""
-    sentences = []
+    tag_scheme = scheme_name(tag_scheme)
+    sentences, tag_lines = [], []
     for number, line in numbered_lines(path):
         if not line.strip():
             continue
@@ -99,10 +116,11 @@ def read_jsonl(path: Path) -> list[dict]:
         if len(tokens) != len(tags):
             raise UsageError(f"{where}: {len(tokens)} tokens but {len(tags)} ner_tags; give exactly one tag per token")
         for tag in tags:
-            check_tag(tag, where)
+            check_tag(tag, where, tag_scheme)
         if tokens:
             sentences.append({"tokens": tokens, "tags": tags, "line": number})
-    return sentences
+            tag_lines.append([number] * len(tags))
+    return as_iob2(sentences, tag_lines, path, tag_scheme)
 
 
 def find_split_file(directory: Path, split: str) -> Path | None:
@@ -116,15 +134,17 @@ def find_split_file(directory: Path, split: str) -> Path | None:
     return found[0] if found else None
 
 
-def read_split(path: Path) -> list[dict]:
-    sentences = read_jsonl(path) if path.suffix in JSONL_SUFFIXES else read_conll(path)
+def read_split(path: Path, tag_scheme: str = "auto") -> list[dict]:
+    """The sentences of one split file, CoNLL or JSON Lines by its suffix, with IOB2 tags."""
+    reader = read_jsonl if path.suffix in JSONL_SUFFIXES else read_conll
+    sentences = reader(path, tag_scheme)
     if not sentences:
         raise UsageError(f"{path}: no sentences found; the split file is empty")
     return sentences
 
 
-def load_local_dir(directory: str) -> dict[str, list[dict]]:
-    """Read the train and validation files of one local directory."""
+def load_local_dir(directory: str, tag_scheme: str = "auto") -> dict[str, list[dict]]:
+    """Read the train and validation files of one local directory (each file's scheme detected on its own)."""
     root = Path(directory)
     if not root.is_dir():
         raise UsageError(
@@ -137,7 +157,7 @@ def load_local_dir(directory: str) -> dict[str, list[dict]]:
             raise UsageError(
                 f"{root}: no {split} file; add {split}.conll (token<TAB>tag lines) or {split}.jsonl to the directory"
             )
-        splits[split] = read_split(path)
+        splits[split] = read_split(path, tag_scheme)
     return splits
 
 
@@ -214,12 +234,15 @@ def load_corpus(
     max_eval_samples: int | None = None,
     fractions: list[float] | None = None,
     seed: int = 42,
+    tag_scheme: str = "auto",
 ) -> Corpus:
-    """Read every source, derive the label set from training data, and check evaluation tags against it."""
+    """Read every source, derive the label set from training data, and check evaluation tags against it.
+
+    tag_scheme applies to local files (--data-dir); the Hub's PAN-X is IOB2 already."""
     origins = {}  # source name -> where its files are, for messages
     if data_dirs:
         origins = source_names(data_dirs)
-        sources = {name: load_local_dir(directory) for name, directory in origins.items()}
+        sources = {name: load_local_dir(directory, tag_scheme) for name, directory in origins.items()}
         hub_labels = None
     else:
         sources, hub_labels = {}, None
