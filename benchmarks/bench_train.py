@@ -152,7 +152,7 @@ def run_trainer(args, grouped: bool) -> dict:
     # run padded with sdpa attention like transformers' own AutoModelForTokenClassification.
     model = load_model(args.model, labels, attention="sdpa")
     counter = TokenCounter(model)
-    precision = resolve_mixed_precision("auto")  # Trainer runs at ner_accel's default precision
+    precision = resolve_mixed_precision(args.mixed_precision)  # every configuration at the same precision
     with tempfile.TemporaryDirectory() as output_dir:
         training_args = TrainingArguments(
             output_dir=output_dir,
@@ -169,6 +169,7 @@ def run_trainer(args, grouped: bool) -> dict:
             seed=args.seed,
             bf16=precision == "bf16",
             fp16=precision == "fp16",
+            use_cpu=not torch.cuda.is_available(),  # else Trainer refuses bf16 on a CPU ("doesn't support bf16/gpu")
             train_sampling_strategy="group_by_length" if grouped else "random",
         )
         trainer = Trainer(
@@ -268,6 +269,7 @@ def run_ner_accel(args, workers: int = 0) -> dict:
         ]
         argv += ["--max-eval-samples", str(args.eval_samples)] if args.eval_samples else []
         argv += ["--dataloader-num-workers", str(workers)] if workers else []
+        argv += ["--mixed-precision", args.mixed_precision]
         start = time.perf_counter()
         final = next(v for k, v in T.train(T.parse_config(argv)).items() if k != "mean_f1")
         total_s = time.perf_counter() - start
@@ -301,7 +303,7 @@ def run_bare(args, unpadded: bool) -> dict:
     from ner_accel.unpadding import UNPADDED
 
     torch.manual_seed(args.seed)
-    precision = resolve_mixed_precision("auto")
+    precision = resolve_mixed_precision(args.mixed_precision)
     tokenizer = load_tokenizer(args.model)
     corpus = load_corpus([args.data_dir], "", [], args.train_samples, 1, seed=args.seed)
     with tempfile.TemporaryDirectory() as cache:
@@ -442,6 +444,7 @@ def spawn(args, config: str, result: Path, **overrides) -> dict:
     eval_samples = overrides.get("eval_samples", args.eval_samples)
     argv += ["--eval-samples", str(eval_samples)] if eval_samples else []
     argv += ["--threads", str(args.threads)] if args.threads else []
+    argv += ["--mixed-precision", args.mixed_precision]
     env = {**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
     subprocess.run(argv, check=True, env=env)
     return json.loads(result.read_text())
@@ -595,6 +598,12 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--mixed-precision",
+        choices=["auto", "no", "bf16", "fp16"],
+        default="auto",
+        help="precision of every configuration (auto: ner_accel's default resolution, bf16 on CPUs that have it)",
+    )
     # Runs
     parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=DEFAULT_CONFIGS)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of every configuration")

@@ -77,6 +77,29 @@ München\tB-LOC
 .\tO
 """
 
+def pytest_addoption(parser) -> None:
+    parser.addoption(
+        "--auto-precision",
+        choices=["bf16", "no"],
+        default=None,
+        help="What --mixed-precision auto resolves to in this run (default: what this CPU does natively). CI runs "
+        "the suite once each way, so it passes on CPUs with native bf16 and on those without.",
+    )
+
+
+def pytest_configure(config) -> None:
+    # accelerate launch's own variable: auto honours it, in this process and in every process a test starts.
+    forced = config.getoption("--auto-precision")
+    if forced:
+        os.environ["ACCELERATE_MIXED_PRECISION"] = forced
+
+
+def pytest_report_header(config) -> str:
+    from ner_accel.precision import resolve_mixed_precision
+
+    return f"--mixed-precision auto resolves to: {resolve_mixed_precision('auto', use_cpu=True)}"
+
+
 WORDS = sorted({line.split("\t")[0].lower() for line in (TRAIN + VALIDATION).splitlines() if "\t" in line})
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import build_model_dir
 
+from ner_accel.precision import resolve_mixed_precision
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -62,6 +64,8 @@ def test_bench_train_cpu_path(tmp_path, conll_dir):
         assert run["eval_sentences"] == 3 and 0 < run["padding_efficiency"] <= 1 and 0 <= run["f1"] <= 1
         assert run["real_tokens"] == next(r for r in report["runs"] if r["config"] == "seed")["real_tokens"]
     assert report["scaling"][0]["train_sentences"] == 3
+    resolved = resolve_mixed_precision("auto", use_cpu=True)  # every configuration at ner_accel's default
+    assert {r["precision"] for r in report["runs"]} == {resolved}
     assert report["summary"]["seed"]["tokens_per_s_ratio"] == 1.0
 
 

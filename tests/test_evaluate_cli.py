@@ -13,6 +13,7 @@ from test_multilingual import build_hub_copy, write_language
 
 from ner_accel import evaluate, train
 from ner_accel.data import read_conll
+from ner_accel.precision import resolve_mixed_precision
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +121,9 @@ def test_two_processes_give_the_same_metrics(runs, tmp_path):
     """accelerate launch with 2 CPU processes: every sentence scored once, same numbers as one process."""
     args = ["-m", "ner_accel.evaluate", "--model", str(runs["de"]), str(runs["fr"]), "--data-dir",
             str(runs["data"]["de"]), str(runs["data"]["fr"]), "--per-device-batch-size", "1"]  # fmt: skip
+    precision = resolve_mixed_precision("auto", use_cpu=True)  # both runs at what auto gives the in-process one
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines",
-              "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+              "1", "--mixed_precision", precision, "--dynamo_backend", "no"]  # fmt: skip
     env = {"HF_DATASETS_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
     subprocess.run([*launch, *args, "--output", str(tmp_path / "two.json")], check=True, env=env, timeout=300)
     assert evaluate.main([*args[2:], "--output", str(tmp_path / "one.json")]) == 0

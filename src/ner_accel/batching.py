@@ -100,6 +100,12 @@ def padding_efficiency(lengths, batches) -> float:
     return real / padded
 
 
+def pad_multiple(device: torch.device, mixed_precision: str) -> int | None:
+    """Pad batches to a multiple of 8 for tensor cores under mixed precision on CUDA; on a CPU a multiple only adds
+    padding (PAN-X batches: 0.88 -> 0.71 real tokens)."""
+    return 8 if device.type == "cuda" and mixed_precision != "no" else None
+
+
 def make_loader(
     data,
     tokenizer,

@@ -18,12 +18,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate import Accelerator
 from rich.console import Console
 
 from .analysis import confusion_table, error_analysis, loss_table, scored_words, sentence_table
 from .artifacts import CONFIG_FILE, MODEL_DIR, check_output_file, write_json
-from .batching import make_loader
+from .batching import make_loader, pad_multiple
 from .data import check_known_tags, find_split_file, read_split, source_names, take, to_dataset
 from .encoding import encode_dataset
 from .errors import UsageError, run_command
@@ -31,7 +31,7 @@ from .evaluation import collect_predictions
 from .hub import load_hub_panx
 from .metrics import cross_lingual_table, entity_metrics, language_table, matrix_markdown
 from .model import load_tokenizer, load_trained
-from .precision import resolve_mixed_precision
+from .precision import make_accelerator
 from .train import setup_logging
 
 
@@ -131,7 +131,7 @@ def evaluate_model(
     model = load_trained(str(directory), args.trust_remote_code)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     max_length = min(args.max_length or tokenizer.model_max_length, tokenizer.model_max_length, 512)
-    pad_to = 8 if accelerator.mixed_precision != "no" else None
+    pad_to = pad_multiple(accelerator.device, accelerator.mixed_precision)
     loaders, orders = {}, {}
     for name, sentences in sets.items():
         check_known_tags(sentences, labels, origins[name], "the model's labels")
@@ -178,10 +178,7 @@ def print_analysis(console: Console, model_name: str, results: dict[str, dict], 
 
 def run(args: argparse.Namespace) -> dict:
     """Evaluate every model on every set; print the tables and write the JSON on the main process."""
-    accelerator = Accelerator(
-        mixed_precision=resolve_mixed_precision(args.mixed_precision),
-        dataloader_config=DataLoaderConfiguration(split_batches=True),  # batches are global; see batching.py
-    )
+    accelerator = make_accelerator(args.mixed_precision)
     setup_logging(accelerator)
     console = Console()
     sets, origins = load_eval_sets(args)

@@ -1,4 +1,5 @@
-"""Choose the mixed-precision mode: what the user or accelerate config asked for, else what the device does fast."""
+"""Choose the mixed-precision mode (what the user or accelerate config asked for, else what the device does fast)
+and make the run's Accelerator at that precision."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.state import AcceleratorState
 
 from .errors import UsageError
 
@@ -35,3 +38,17 @@ def resolve_mixed_precision(choice: str, use_cpu: bool | None = None) -> str:
     if choice == "bf16" and cuda and not torch.cuda.is_bf16_supported():
         raise UsageError("--mixed-precision bf16: this GPU has no bf16 support; use --mixed-precision fp16 or no")
     return choice
+
+
+def make_accelerator(choice: str) -> Accelerator:
+    """The command's Accelerator at the resolved precision, with global batches (see batching.py).
+
+    accelerate keeps one process-wide state and refuses a second Accelerator at another precision ("restart your
+    runtime"). A notebook that trains at bf16 and then evaluates at fp32 is a normal thing to do, so each command
+    drops that state first, as transformers' TrainingArguments does; the process group (PartialState) stays.
+    """
+    AcceleratorState._reset_state()
+    return Accelerator(
+        mixed_precision=resolve_mixed_precision(choice),
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+    )
