@@ -11,8 +11,8 @@ from ner_accel.analysis import confusion_matrix, error_analysis, loss_by_key, sc
 from ner_accel.batching import make_loader
 from ner_accel.data import read_conll, to_dataset
 from ner_accel.encoding import encode_dataset
-from ner_accel.evaluation import collect_predictions, evaluate
 from ner_accel.model import load_model, load_tokenizer
+from ner_accel.scoring import collect_predictions, score
 
 LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
 WORDS = [["Anna", "in", "Rom"], ["Bern", "."], ["Jo", "Bo", "lacht"]]
@@ -91,5 +91,5 @@ def test_word_losses_agree_with_the_model_loss(tiny_model, tmp_path):
     assert len(words) == sum(len(s["tokens"]) for s in sentences)
     torch.testing.assert_close(torch.tensor(sum(words) / len(words)), expected, rtol=1e-5, atol=1e-6)
     assert [len(g) for g in found.gold] == [len(p) for p in found.predicted] == [len(s) for s in found.losses]
-    metrics = evaluate(model, loader, accelerator, model.config.id2label)
+    metrics = score(model, loader, accelerator, model.config.id2label)
     assert metrics["sentences"] == len(sentences)

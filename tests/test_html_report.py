@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import run_training
 
-from ner_accel.html_report import entity_spans, load_training_metrics, nice_ticks, render_html, write_html
+from ner_accel.entities import extract_entities
+from ner_accel.html_report import load_training_metrics, nice_ticks, render_html, write_html
 
 LABELS = ["O", "B-LOC", "B-ORG", "B-PER", "I-PER"]
 CONFUSION = [[40, 1, 2, 0, 0], [3, 5, 0, 1, 0], [0, 0, 0, 0, 0], [0, 0, 1, 7, 2], [1, 0, 0, 0, 6]]
@@ -159,13 +160,13 @@ def test_empty_inputs_say_so():
     assert "Nothing to show" in render_html(None, None)
 
 
-def test_entity_spans_match_seqeval():
+def test_extract_entities_match_seqeval():
     from seqeval.metrics.sequence_labeling import get_entities
 
     for length in range(1, 5):
         for tags in itertools.product(["O", "B-A", "I-A", "B-B", "I-B"], repeat=length):
             expected = [(kind, start, end + 1) for kind, start, end in get_entities(list(tags))]
-            assert entity_spans(list(tags)) == expected, tags
+            assert extract_entities(list(tags)) == expected, tags
 
 
 def test_nice_ticks_cover_the_range_with_round_steps():
@@ -220,7 +221,7 @@ def test_real_tiny_run_and_its_evaluation(tiny_model, conll_dir, tmp_path):
     assert len(page.charts) == 3
     assert page.counts == [count for row in analysis["confusion"] for count in row]
     worst = analysis["worst_sentences"][0]
-    gold_marks = [(kind, " ".join(worst["tokens"][start:end])) for kind, start, end in entity_spans(worst["gold"])]
+    gold_marks = [(kind, " ".join(worst["tokens"][start:end])) for kind, start, end in extract_entities(worst["gold"])]
     assert [(m["type"], m["text"]) for m in page.marks[: len(gold_marks)]] == gold_marks
 
 

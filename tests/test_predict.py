@@ -16,7 +16,11 @@ from transformers import (
 )
 
 from ner_accel.data import read_conll
-from ner_accel.predict import Tagger, central_windows, extract_entities, joins, main, plan_windows, split_words
+from ner_accel.entities import extract_entities
+from ner_accel.predict import main
+from ner_accel.tagger import Tagger
+from ner_accel.windows import central_windows, plan_windows
+from ner_accel.words import inside_word, split_words
 
 LABELS = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
 # First sub-token -> tag. "##kel" (Merkel's second piece) says B-LOC: only first sub-tokens may count.
@@ -169,7 +173,7 @@ def entity_tuples(entities: list[dict], type_key: str) -> list[tuple[str, int, i
 
 def assert_same_as_pipeline(model_dir, texts: list[str]) -> int:
     """Our entities equal the pipeline's (type and offsets; scores to float tolerance); returns how many."""
-    texts = [t for t in texts if not any(joins(t, i) for i in range(len(t)))]  # BERT splits Baden-Württemberg
+    texts = [t for t in texts if not any(inside_word(t, i) for i in range(len(t)))]  # BERT splits Baden-Württemberg
     tagger = Tagger.load(str(model_dir))
     reference = pipeline("token-classification", model=str(model_dir), aggregation_strategy="first", device="cpu")
     ours = tagger.tag(texts)

@@ -9,7 +9,7 @@ import torch
 from transformers import BertConfig, XLMRobertaConfig
 
 from ner_accel.model import BertForTokenClassification, XLMRobertaForTokenClassification
-from ner_accel.unpadding import UNPADDED, Packing, length_buckets
+from ner_accel.unpadding import UNPADDED, Packing, length_buckets, register_unpadded_attention
 
 SIZES = dict(
     vocab_size=120,
@@ -47,6 +47,7 @@ def twin_models(family: str):
     head, config = FAMILIES[family]
     torch.manual_seed(0)
     # Each model gets its own config: the attention implementation is stored on it.
+    register_unpadded_attention()  # load_model and load_trained do this; here the heads are built directly
     unpadded = head._from_config(copy.deepcopy(config), attn_implementation=UNPADDED)
     padded = head._from_config(copy.deepcopy(config), attn_implementation="sdpa")
     assert unpadded.config._attn_implementation == UNPADDED and padded.config._attn_implementation == "sdpa"

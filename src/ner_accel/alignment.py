@@ -35,26 +35,6 @@ def align_labels(
     return aligned
 
 
-def encode_batch(batch: dict, tokenizer, label2id: dict[str, int], max_length: int, label_all_tokens: bool) -> dict:
-    """datasets.map function: tokenize pre-split words, align labels, count words that lost every sub-token."""
-    encoded = tokenizer(
-        batch["tokens"], is_split_into_words=True, truncation=True, max_length=max_length, return_token_type_ids=False
-    )
-    inside = inside_ids(list(label2id))
-    labels, words_lost = [], []
-    for row, tags in enumerate(batch["tags"]):
-        word_ids = encoded.word_ids(row)
-        labels.append(align_labels(word_ids, [label2id[t] for t in tags], label_all_tokens, inside))
-        words_lost.append(len(tags) - len({w for w in word_ids if w is not None}))
-    return {
-        "input_ids": encoded["input_ids"],
-        "attention_mask": encoded["attention_mask"],
-        "labels": labels,
-        "length": [len(ids) for ids in encoded["input_ids"]],
-        "words_lost": words_lost,
-    }
-
-
 def align_predictions(predictions: np.ndarray, label_ids: np.ndarray, id2label: dict[int, str]):
     """The seed's align_predictions without a Python loop over positions: keep positions whose label is not -100.
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from rich.table import Table
-
 
 def scored_words(tokenizer, sentences: list[list[str]], max_length: int) -> list[list[str]]:
     """The words of each sentence that keep a sub-token after tokenization and truncation (the scored ones)."""
@@ -78,37 +76,3 @@ def error_analysis(
         "tokens": loss_by_key(words, losses, top_tokens),
         "gold_tags": loss_by_key(gold, losses),
     }
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Rich views of the analysis
-
-
-def sentence_table(record: dict, title: str) -> Table:
-    """One sentence as columns: token, gold tag, predicted tag, loss; mistakes in bold red."""
-    table = Table(title=f"{title} (loss {record['loss']:.2f})")
-    for column in ("token", "gold", "predicted", "loss"):
-        table.add_column(column, justify="right" if column == "loss" else "left")
-    for token, g, p, loss in zip(record["tokens"], record["gold"], record["predicted"], record["losses"]):
-        table.add_row(token, g, p, f"{loss:.2f}", style="bold red" if g != p else None)
-    return table
-
-
-def confusion_table(matrix: list[list[int]], labels: list[str], title: str) -> Table:
-    """Rows are gold tags, columns predicted tags; the diagonal (correct words) in bold."""
-    table = Table(title=title)
-    table.add_column("gold \\ predicted")
-    for label in labels:
-        table.add_column(label, justify="right")
-    for i, (label, row) in enumerate(zip(labels, matrix)):
-        table.add_row(label, *(f"[bold]{n}[/bold]" if i == j else str(n) for j, n in enumerate(row)))
-    return table
-
-
-def loss_table(rows: list[dict], title: str, key: str = "token") -> Table:
-    table = Table(title=title)
-    for column in (key, "count", "total loss", "mean loss"):
-        table.add_column(column, justify="left" if column == key else "right")
-    for row in rows:
-        table.add_row(row["key"], str(row["count"]), f"{row['total_loss']:.2f}", f"{row['mean_loss']:.3f}")
-    return table

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -10,10 +9,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from rich.console import Console
-
+from .console import report_text
 from .errors import UsageError
-from .metrics import metrics_table
 
 MODEL_DIR = "model"
 METRICS_FILE = "metrics.json"
@@ -95,18 +92,6 @@ def check_run_dir(run_dir: Path, overwrite: bool, resuming: bool) -> None:
         raise UsageError(
             f"{run_dir}: holds checkpoints of an unfinished run; pass --resume latest to continue it or --overwrite"
         )
-
-
-def report_text(results: dict[str, dict]) -> str:
-    """Plain-text per-entity tables, one per evaluation set."""
-    buffer = io.StringIO()
-    console = Console(file=buffer, width=100, color_system=None)
-    for name, metrics in results.items():
-        if name == "mean_f1":
-            console.print(f"mean F1 over {len(results) - 1} languages: {metrics:.4f}")
-        else:
-            console.print(metrics_table(metrics, name))
-    return buffer.getvalue()
 
 
 def save_final(

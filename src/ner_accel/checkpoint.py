@@ -25,11 +25,44 @@ class TrainerState:
     epoch: int = 0
     batches_in_epoch: int = 0  # micro-batches of `epoch` already consumed
     labels: list[str] = field(default_factory=list)
-    history: list[dict] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)  # logged losses and evaluations, in step order
     best_f1: float = -1.0
-    best_checkpoint: str | None = None
+    best_step: int | None = None  # the evaluated step with the best F1 so far
     evaluations_since_best: int = 0
     settings: dict = field(default_factory=dict)  # TrainConfig.loop_settings: a resume must match them
+
+    def advance(self, micro_batches: int, steps_per_epoch: int) -> bool:
+        """Count one optimizer step of `micro_batches`; True when it ends its epoch (the next one starts at 0)."""
+        self.step += 1
+        self.batches_in_epoch += micro_batches
+        if self.step % steps_per_epoch:
+            return False
+        self.epoch, self.batches_in_epoch = self.epoch + 1, 0
+        return True
+
+    def record_evaluation(self, results: dict[str, dict]) -> None:
+        """Add an evaluation at the current step; the mean F1 over languages (or the one F1) decides the best."""
+        self.history.append({"step": self.step, "epoch": self.epoch, "validation": results})
+        f1 = results["mean_f1"] if "mean_f1" in results else next(iter(results.values()))["f1"]
+        if f1 > self.best_f1:
+            self.best_f1, self.best_step, self.evaluations_since_best = f1, self.step, 0
+        else:
+            self.evaluations_since_best += 1
+
+    def out_of_patience(self, patience: int | None) -> bool:
+        """Early stopping: the last `patience` evaluations found no better F1."""
+        return patience is not None and self.evaluations_since_best >= patience
+
+    def evaluations(self) -> dict[int, dict]:
+        """Each evaluated step's results."""
+        return {entry["step"]: entry["validation"] for entry in self.history if "validation" in entry}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainerState:
+        if "best_checkpoint" in data:  # written by ner_accel before best_step: "step-0000006" or None
+            name = data.pop("best_checkpoint")
+            data["best_step"] = int(name.removeprefix("step-")) if name else None
+        return cls(**data)
 
 
 class Checkpoints:
@@ -56,18 +89,20 @@ class Checkpoints:
     def latest(self) -> Path | None:
         return self._pointer(LATEST)
 
-    def save(self, accelerator: Accelerator, state: TrainerState, is_best: bool = False) -> Path:
+    def path(self, step: int) -> Path:
+        return self.root / f"step-{step:07d}"
+
+    def save(self, accelerator: Accelerator, state: TrainerState) -> Path:
         """Every process writes its part into a staging directory; the main process renames it into place,
         then moves `latest` (and `best`), so a crash mid-save leaves the previous checkpoint the latest."""
-        name = f"step-{state.step:07d}"
-        staging, target = self.root / f".{name}.tmp", self.root / name
+        target = self.path(state.step)
+        name, is_best = target.name, state.best_step == state.step
+        staging = self.root / f".{name}.tmp"
         if accelerator.is_main_process and staging.exists():
             shutil.rmtree(staging)
         accelerator.wait_for_everyone()
         accelerator.save_state(str(staging), safe_serialization=True)
         accelerator.wait_for_everyone()  # save_state has no barrier: rank 1 may still be writing its RNG state
-        if is_best:  # on every process: each one loads it back under --load-best
-            state.best_checkpoint = name
         if accelerator.is_main_process:
             write_json(staging / STATE_FILE, asdict(state))
             if target.exists():
@@ -76,7 +111,7 @@ class Checkpoints:
             self._set_pointer(LATEST, name)
             if is_best:
                 self._set_pointer(BEST, name)
-            self._rotate(state.best_checkpoint)
+            self._rotate(best=self.path(state.best_step).name if state.best_step is not None else None)
         accelerator.wait_for_everyone()
         return target
 
@@ -113,7 +148,7 @@ def resolve_resume(resume: str, run_dir: Path) -> Path:
 def load_trainer_state(checkpoint: Path, labels: list[str], settings: dict) -> TrainerState:
     """Read the loop position of a checkpoint and make sure this command continues the same run: same label set
     and the same settings that fix the batches and the schedule (else resume would silently not be that run)."""
-    state = TrainerState(**json.loads((checkpoint / STATE_FILE).read_text()))
+    state = TrainerState.from_dict(json.loads((checkpoint / STATE_FILE).read_text()))
     if state.labels != labels:
         raise UsageError(
             f"--resume {checkpoint}: trained with labels {state.labels}, but this data has {labels}; "

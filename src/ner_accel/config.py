@@ -7,6 +7,8 @@ import dataclasses
 import json
 import os
 import sys
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -118,40 +120,10 @@ class TrainConfig:
     resume: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint directory to continue from."})
 
     def __post_init__(self) -> None:
-        positive = {
-            "--num-train-epochs": self.num_train_epochs,
-            "--per-device-train-batch-size": self.per_device_train_batch_size,
-            "--per-device-eval-batch-size": self.per_device_eval_batch_size,
-            "--gradient-accumulation-steps": self.gradient_accumulation_steps,
-            "--logging-steps": self.logging_steps,
-            "--keep-checkpoints": self.keep_checkpoints,
-        }
-        optional_positive = {
-            "--max-train-samples": self.max_train_samples,
-            "--max-eval-samples": self.max_eval_samples,
-            "--max-length": self.max_length,
-            "--eval-steps": self.eval_steps,
-            "--checkpoint-steps": self.checkpoint_steps,
-            "--patience": self.patience,
-        }
-        for flag, value in {**positive, **{k: v for k, v in optional_positive.items() if v is not None}}.items():
-            if value <= 0:
-                raise UsageError(f"{flag} must be a positive integer, got {value}")
-        not_negative = {
-            "--warmup-steps": self.warmup_steps,
-            "--weight-decay": self.weight_decay,
-            "--max-grad-norm": self.max_grad_norm,
-            "--dataloader-num-workers": self.dataloader_num_workers,
-        }
-        for flag, value in not_negative.items():
-            if value < 0:
-                raise UsageError(f"{flag} must not be negative, got {value}")
-        if self.learning_rate <= 0:
-            raise UsageError(f"--learning-rate must be positive, got {self.learning_rate}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise UsageError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.max_length is not None and self.max_length < 3:
-            raise UsageError(f"--max-length must leave room for special tokens and a word, got {self.max_length}")
+        for name, (holds, rule) in VALUE_RULES.items():
+            value = getattr(self, name)
+            if value is not None and not holds(value):
+                raise UsageError(f"--{name.replace('_', '-')} {rule}, got {value}")
         sources = self.data_dir if self.data_dir else self.languages
         if self.language_fractions is not None:
             if len(self.language_fractions) != len(sources):
@@ -194,6 +166,37 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def _positive(value: float) -> bool:
+    return value > 0
+
+
+def _not_negative(value: float) -> bool:
+    return value >= 0
+
+
+# What each numeric option must satisfy, and how the error says it; an unset option (None) is not checked.
+VALUE_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "num_train_epochs": (_positive, "must be a positive integer"),
+    "per_device_train_batch_size": (_positive, "must be a positive integer"),
+    "per_device_eval_batch_size": (_positive, "must be a positive integer"),
+    "gradient_accumulation_steps": (_positive, "must be a positive integer"),
+    "logging_steps": (_positive, "must be a positive integer"),
+    "keep_checkpoints": (_positive, "must be a positive integer"),
+    "max_train_samples": (_positive, "must be a positive integer"),
+    "max_eval_samples": (_positive, "must be a positive integer"),
+    "eval_steps": (_positive, "must be a positive integer"),
+    "checkpoint_steps": (_positive, "must be a positive integer"),
+    "patience": (_positive, "must be a positive integer"),
+    "max_length": (lambda value: value >= 3, "must leave room for special tokens and a word (3 or more)"),
+    "learning_rate": (_positive, "must be positive"),
+    "warmup_steps": (_not_negative, "must not be negative"),
+    "warmup_ratio": (lambda value: 0 <= value < 1, "must be in [0, 1)"),
+    "weight_decay": (_not_negative, "must not be negative"),
+    "max_grad_norm": (_not_negative, "must not be negative"),
+    "dataloader_num_workers": (_not_negative, "must not be negative"),
+}
+
+
 def _read_config_file(path: str) -> dict:
     """Read a YAML or JSON mapping of option names (dashes or underscores) to values."""
     file = Path(path)
@@ -216,24 +219,28 @@ def _read_config_file(path: str) -> dict:
     return values
 
 
+def _takes_list(hint) -> bool:
+    """list[...] or list[...] | None: the option takes several values (nargs="+")."""
+    return typing.get_origin(hint) is list or any(typing.get_origin(arg) is list for arg in typing.get_args(hint))
+
+
 def _typed_file_values(path: str, values: dict, config_class: type) -> dict:
     """The file's values converted and checked exactly as the same flags on the command line would be."""
-    parser = HfArgumentParser(config_class, exit_on_error=False)
-    actions = {a.dest: a for a in parser._actions if not isinstance(a, argparse._StoreFalseAction)}
+    hints = typing.get_type_hints(config_class)
+    unset = {f.name for f in dataclasses.fields(config_class) if f.default is None}
     argv = []
     for key, value in values.items():
-        action = actions[key]
         if value is None:
-            if action.default is not None:
+            if key not in unset:
                 raise UsageError(f"{path}: {key} is empty; give it a value or remove the key")
             continue
-        many = action.nargs in ("+", "*")
+        many = _takes_list(hints[key])
         if isinstance(value, dict) or (isinstance(value, list) and not many):
             raise UsageError(f"{path}: {key} takes a single value, got {value!r}")
         items = value if isinstance(value, list) else [value]  # one value for a list option: a list of one
         argv += [f"--{key}", *map(str, items)] if many else [f"--{key}={value}"]
     try:
-        parsed, _ = parser.parse_known_args(argv, namespace=argparse.Namespace())
+        parsed, _ = HfArgumentParser(config_class, exit_on_error=False).parse_known_args(argv)
     except argparse.ArgumentError as error:
         raise UsageError(f"{path}: {error}; fix the value") from None
     return {key: getattr(parsed, key) for key in values if values[key] is not None}

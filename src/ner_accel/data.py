@@ -203,7 +203,7 @@ def check_known_tags(
 # Corpus assembly
 
 
-def take(sentences: list[dict], limit: int | None, fraction: float | None, seed: int) -> list[dict]:
+def subsample(sentences: list[dict], limit: int | None, fraction: float | None, seed: int) -> list[dict]:
     """Apply a language fraction (a seeded sample, as the book samples PAN-X) and then a --max-*-samples cut."""
     if fraction is not None and fraction < 1.0:
         sample = Dataset.from_list(sentences).shuffle(seed=seed).select(range(max(1, int(fraction * len(sentences)))))
@@ -251,7 +251,7 @@ def load_corpus(
     fractions = fractions or [None] * len(sources)
 
     train_parts = {
-        name: take(splits["train"], max_train_samples, fraction, seed)
+        name: subsample(splits["train"], max_train_samples, fraction, seed)
         for (name, splits), fraction in zip(sources.items(), fractions)
     }
     labels = hub_labels or labels_from_tags(s["tags"] for part in train_parts.values() for s in part)
@@ -263,7 +263,7 @@ def load_corpus(
         )
     corpus = Corpus(labels=labels, train=None, validation={})
     for name, splits in sources.items():
-        sentences = take(splits["validation"], max_eval_samples, None, seed)
+        sentences = subsample(splits["validation"], max_eval_samples, None, seed)
         origin = find_split_file(origins[name], "validation") if name in origins else f"PAN-X.{name}/validation"
         check_known_tags(sentences, labels, str(origin))
         corpus.validation[name] = to_dataset(sentences, name)

@@ -1,4 +1,4 @@
-"""Tokenize word-level datasets once (datasets.map) and keep the result memory-mapped in an on-disk cache."""
+"""Tokenize word-level datasets once (datasets.map), labels aligned, memory-mapped in an on-disk cache."""
 
 from __future__ import annotations
 
@@ -12,10 +12,30 @@ from pathlib import Path
 import datasets
 from datasets import Dataset
 
-from .alignment import encode_batch
+from .alignment import align_labels, inside_ids
 
 logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
+
+
+def encode_batch(batch: dict, tokenizer, label2id: dict[str, int], max_length: int, label_all_tokens: bool) -> dict:
+    """datasets.map function: tokenize pre-split words, align labels, count words that lost every sub-token."""
+    encoded = tokenizer(
+        batch["tokens"], is_split_into_words=True, truncation=True, max_length=max_length, return_token_type_ids=False
+    )
+    inside = inside_ids(list(label2id))
+    labels, words_lost = [], []
+    for row, tags in enumerate(batch["tags"]):
+        word_ids = encoded.word_ids(row)
+        labels.append(align_labels(word_ids, [label2id[t] for t in tags], label_all_tokens, inside))
+        words_lost.append(len(tags) - len({w for w in word_ids if w is not None}))
+    return {
+        "input_ids": encoded["input_ids"],
+        "attention_mask": encoded["attention_mask"],
+        "labels": labels,
+        "length": [len(ids) for ids in encoded["input_ids"]],
+        "words_lost": words_lost,
+    }
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

@@ -21,18 +21,18 @@ import numpy as np
 from accelerate import Accelerator
 from rich.console import Console
 
-from .analysis import confusion_table, error_analysis, loss_table, scored_words, sentence_table
+from .analysis import error_analysis, scored_words
 from .artifacts import CONFIG_FILE, MODEL_DIR, check_output_file, write_json
 from .batching import make_loader, pad_multiple
-from .data import check_known_tags, find_split_file, read_split, source_names, take, to_dataset
+from .console import cross_lingual_table, language_table, matrix_markdown, print_analysis, setup_logging
+from .data import check_known_tags, find_split_file, read_split, source_names, subsample, to_dataset
 from .encoding import encode_dataset
 from .errors import UsageError, run_command
-from .evaluation import collect_predictions
 from .hub import load_hub_panx
-from .metrics import cross_lingual_table, entity_metrics, language_table, matrix_markdown
-from .model import load_tokenizer, load_trained
+from .metrics import entity_metrics
+from .model import load_tokenizer, load_trained, sequence_limit
 from .precision import make_accelerator
-from .train import setup_logging
+from .scoring import collect_predictions
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -91,7 +91,7 @@ def load_eval_sets(args: argparse.Namespace) -> tuple[dict[str, list[dict]], dic
             if args.split not in splits:
                 raise UsageError(f"PAN-X.{language} has no '{args.split}' split; choose one of {sorted(splits)}")
             sets[language], origins[language] = splits[args.split], f"PAN-X.{language}/{args.split}"
-    return {name: take(sentences, args.max_eval_samples, None, 0) for name, sentences in sets.items()}, origins
+    return {name: subsample(sentences, args.max_eval_samples, None, 0) for name, sentences in sets.items()}, origins
 
 
 def model_dir(path: str) -> Path:
@@ -130,7 +130,7 @@ def evaluate_model(
     tokenizer = load_tokenizer(str(directory), args.trust_remote_code)
     model = load_trained(str(directory), args.trust_remote_code)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    max_length = min(args.max_length or tokenizer.model_max_length, tokenizer.model_max_length, 512)
+    max_length = sequence_limit(tokenizer, args.max_length)
     pad_to = pad_multiple(accelerator.device, accelerator.mixed_precision)
     loaders, orders = {}, {}
     for name, sentences in sets.items():
@@ -152,9 +152,10 @@ def evaluate_model(
     model, *prepared = accelerator.prepare(model, *loaders.values())
     results = {}
     for (name, sentences), loader in zip(sets.items(), prepared):
-        found = collect_predictions(model, loader, accelerator, model.config.id2label)
+        predictions = collect_predictions(model, loader, accelerator, model.config.id2label)
         gold, predicted, losses = (
-            [values[i] for i in orders[name]] for values in (found.gold, found.predicted, found.losses)
+            [values[i] for i in orders[name]]
+            for values in (predictions.gold, predictions.predicted, predictions.losses)
         )
         words = scored_words(tokenizer, [s["tokens"] for s in sentences], max_length)
         results[name] = {
@@ -164,16 +165,6 @@ def evaluate_model(
         }
     accelerator.free_memory()
     return results
-
-
-def print_analysis(console: Console, model_name: str, results: dict[str, dict], shown: int = 3) -> None:
-    for name, metrics in results.items():
-        analysis, where = metrics["analysis"], f"{model_name} on {name}"
-        for rank, record in enumerate(analysis["worst_sentences"][:shown], start=1):
-            console.print(sentence_table(record, f"{where}: worst sentence {rank}, #{record['index']}"))
-        console.print(confusion_table(analysis["confusion"], analysis["labels"], f"{where}: tag confusion (words)"))
-        console.print(loss_table(analysis["tokens"], f"{where}: tokens with the most loss"))
-        console.print(loss_table(analysis["gold_tags"], f"{where}: loss by gold tag", key="tag"))
 
 
 def run(args: argparse.Namespace) -> dict:

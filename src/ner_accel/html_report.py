@@ -29,6 +29,8 @@ import os
 from html import escape
 from pathlib import Path
 
+from .entities import extract_entities
+
 # Okabe-Ito colours: told apart by people with the common colour-vision deficiencies.
 COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#7F7F7F", "#F0E442"]
 WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 520, 260, 60, 16, 34, 40
@@ -250,28 +252,11 @@ LEGEND = (
 )
 
 
-def entity_spans(tags: list[str]) -> list[tuple[str, int, int]]:
-    """(type, first word, last word + 1), as seqeval's default mode reads IOB2: B-X, or I-X after another type or
-    O, starts an entity (ner_accel.predict.extract_entities, without importing torch)."""
-    spans: list[list] = []
-    previous = "O"
-    for index, tag in enumerate(tags):
-        kind = tag[2:] if tag[:2] in ("B-", "I-") else tag
-        if tag == "O":
-            pass
-        elif tag.startswith("B-") or kind != previous:
-            spans.append([kind, index, index + 1])
-        else:
-            spans[-1][2] = index + 1
-        previous = kind
-    return [(kind, start, end) for kind, start, end in spans]
-
-
 def highlighted(tokens: list[str], tags: list[str], other_tags: list[str], colours: dict[str, str], flaw: str) -> str:
     """The sentence as text with its entities marked; those absent from `other_tags` get the `flaw` class, and on
     the predicted line (flaw "wrong") each word whose tag differs from the gold one is underlined."""
-    others = set(entity_spans(other_tags))
-    starts = {start: (kind, end) for kind, start, end in entity_spans(tags)}
+    others = set(extract_entities(other_tags))
+    starts = {start: (kind, end) for kind, start, end in extract_entities(tags)}
     words = [
         f'<span class="diff" title="gold {escape(other)}, predicted {escape(tag)}">{escape(token)}</span>'
         if flaw == "wrong" and tag != other

@@ -24,7 +24,7 @@ from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaEmbed
 
 from .errors import UsageError
 from .hub import load_error, pretrained_kwargs
-from .unpadding import UNPADDED, Packing
+from .unpadding import UNPADDED, Packing, register_unpadded_attention
 
 
 class EncoderForTokenClassification:
@@ -122,6 +122,12 @@ class BertForTokenClassification(EncoderForTokenClassification, BertPreTrainedMo
 HEADS = {"xlm-roberta": XLMRobertaForTokenClassification, "bert": BertForTokenClassification}
 
 
+def sequence_limit(tokenizer: PreTrainedTokenizerBase, requested: int | None = None) -> int:
+    """Sub-tokens per sequence: what was asked for, within the tokenizer's limit and at most 512 (the position
+    embeddings of BERT and XLM-R; some tokenizers report a huge model_max_length)."""
+    return min(requested or tokenizer.model_max_length, tokenizer.model_max_length, 512)
+
+
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """A fast tokenizer (word_ids() is what aligns labels to sub-tokens)."""
     try:
@@ -168,6 +174,7 @@ def load_model(
 
     attention: a transformers attention implementation; the default UNPADDED runs on real tokens only.
     """
+    register_unpadded_attention()
     config = model_config(name, labels, trust_remote_code, **overrides)
     head = HEADS[config.model_type]
     if from_config:
@@ -185,6 +192,7 @@ def load_trained(directory: str, trust_remote_code: bool = False):
         config = AutoConfig.from_pretrained(directory, **kwargs)
     except (OSError, ValueError) as error:
         raise load_error(directory, "config", error) from error
+    register_unpadded_attention()
     labels = [str(label) for label in config.id2label.values()]
     if all(re.fullmatch(r"LABEL_\d+", label) for label in labels):  # a pretrained encoder's untrained head
         raise UsageError(

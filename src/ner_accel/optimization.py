@@ -9,33 +9,32 @@ import torch
 from accelerate import Accelerator
 
 from .alignment import IGNORE
-from .config import TrainConfig
 
 
-def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW with weight decay on weight matrices only: biases and LayerNorm weights are not decayed."""
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
             (no_decay if parameter.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # fused: one kernel over all parameters (CPU and CUDA); 1.4x the training throughput of foreach on CPU here.
-    return torch.optim.AdamW(groups, lr=config.learning_rate, fused=True)
+    return torch.optim.AdamW(groups, lr=learning_rate, fused=True)
 
 
-def accumulation_windows(loader, size: int):
-    """Group micro-batches into the lists that make one optimizer step each (the last may be shorter)."""
-    window = []
+def optimizer_steps(loader, accumulation: int):
+    """The loader's micro-batches grouped into one list per optimizer step (the last may be shorter)."""
+    micro_batches = []
     for batch in loader:
-        window.append(batch)
-        if len(window) == size:
-            yield window
-            window = []
-    if window:
-        yield window
+        micro_batches.append(batch)
+        if len(micro_batches) == accumulation:
+            yield micro_batches
+            micro_batches = []
+    if micro_batches:
+        yield micro_batches
 
 
-def forward_backward(model, window: list[dict], accelerator: Accelerator) -> torch.Tensor:
+def forward_backward(model, micro_batches: list[dict], accelerator: Accelerator) -> torch.Tensor:
     """Backpropagate one optimizer step's micro-batches; return this process's share of the step's mean loss.
 
     The loss is summed over labelled tokens and divided by the labelled tokens of the whole effective batch
@@ -43,11 +42,11 @@ def forward_backward(model, window: list[dict], accelerator: Accelerator) -> tor
     batch even when micro-batches hold different numbers of labelled tokens. DDP averages gradients over
     processes, hence the factor num_processes.
     """
-    labelled = accelerator.reduce(sum((batch["labels"] != IGNORE).sum() for batch in window), "sum").clamp(min=1)
+    labelled = accelerator.reduce(sum((batch["labels"] != IGNORE).sum() for batch in micro_batches), "sum").clamp(min=1)
     step_loss = torch.zeros((), device=accelerator.device)
-    for index, batch in enumerate(window):
+    for index, batch in enumerate(micro_batches):
         # Only the last micro-batch all-reduces gradients; the others accumulate locally.
-        with nullcontext() if index == len(window) - 1 else accelerator.no_sync(model):
+        with nullcontext() if index == len(micro_batches) - 1 else accelerator.no_sync(model):
             loss = model(**batch, num_items_in_batch=labelled).loss
             accelerator.backward(loss * accelerator.num_processes)
         step_loss += loss.detach()

@@ -7,8 +7,9 @@ must stay apart, so the attention function below re-pads queries, keys and value
 `scaled_dot_product_attention` (sentences of similar length together) and packs its output again. The result is
 the padded model's, token for token.
 
-The attention function is registered with transformers under `UNPADDED`; a model loaded with
-`attn_implementation=UNPADDED` runs packed when its forward passes `packing=`, and like "sdpa" otherwise.
+`register_unpadded_attention()` registers the attention function with transformers under `UNPADDED` (model.py
+calls it before loading); a model loaded with `attn_implementation=UNPADDED` runs packed when its forward passes
+`packing=`, and like "sdpa" otherwise.
 """
 
 from __future__ import annotations
@@ -135,5 +136,7 @@ def unpadded_attention(module, query, key, value, attention_mask, scaling=None, 
     return output.unsqueeze(0), None  # (1, tokens, heads, dim), the layout attention functions return
 
 
-AttentionInterface.register(UNPADDED, unpadded_attention)
-AttentionMaskInterface.register(UNPADDED, sdpa_mask)
+def register_unpadded_attention() -> None:
+    """Make `attn_implementation=UNPADDED` known to transformers (again is harmless)."""
+    AttentionInterface.register(UNPADDED, unpadded_attention)
+    AttentionMaskInterface.register(UNPADDED, sdpa_mask)

@@ -1,4 +1,4 @@
-"""Evaluate a model on a prepared loader: predictions gathered across processes, aligned to words, scored."""
+"""Score a model on prepared loaders: predictions gathered across processes, aligned to words, seqeval metrics."""
 
 from __future__ import annotations
 
@@ -68,7 +68,15 @@ def predict_word_tags(
     return result.gold, result.predicted
 
 
-def evaluate(model, loader, accelerator: Accelerator, id2label: dict[int, str], max_batches: int | None = None) -> dict:
+def score(model, loader, accelerator: Accelerator, id2label: dict[int, str], max_batches: int | None = None) -> dict:
     """Entity-level metrics (overall and per type) of the model on the loader's sentences."""
     gold, predicted = predict_word_tags(model, loader, accelerator, id2label, max_batches)
     return {**entity_metrics(gold, predicted), "sentences": len(gold)}
+
+
+def score_sets(model, loaders: dict, accelerator: Accelerator, id2label: dict[int, str]) -> dict[str, dict]:
+    """Metrics per evaluation set (language), plus their mean F1 when there are several."""
+    results = {name: score(model, loader, accelerator, id2label) for name, loader in loaders.items()}
+    if len(results) > 1:
+        results["mean_f1"] = sum(r["f1"] for r in results.values()) / len(results)
+    return results
