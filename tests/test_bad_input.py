@@ -181,6 +181,8 @@ def test_resume_with_a_different_label_set_is_refused(tiny_model, conll_dir, tmp
         (["--per-device-train-batch-size", "3"], "trained with per_device_train_batch_size=8, this command has 3"),
         (["--learning-rate", "1e-3"], "trained with learning_rate=5e-05, this command has 0.001"),
         (["--seed", "1"], "trained with seed=42, this command has 1"),
+        (["--layer-lr-decay", "0.8"], "trained with layer_lr_decay=1.0, this command has 0.8"),
+        (["--freeze-word-embeddings"], "trained with freeze_word_embeddings=False, this command has True"),
     ],
 )
 def test_resume_under_other_batches_or_schedule_is_refused(changed, expected, tiny_model, conll_dir, tmp_path, capsys):

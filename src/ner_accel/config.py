@@ -87,7 +87,22 @@ class TrainConfig:
     warmup_steps: int = field(default=0, metadata={"help": "Warmup optimizer steps (wins over --warmup-ratio)."})
     warmup_ratio: float = field(default=0.0, metadata={"help": "Warmup as a fraction of all optimizer steps."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Clip gradients to this global norm (0: off)."})
+    layer_lr_decay: float = field(
+        default=1.0,
+        metadata={"help": "Each encoder layer learns at this factor times the layer above (1: one rate for all)."},
+    )
+    freeze_word_embeddings: bool = field(
+        default=False,
+        metadata={"help": "Keep the word-embedding matrix fixed (XLM-R's 250k x hidden, most of the parameters)."},
+    )
     seed: int = field(default=42, metadata={"help": "Seed for weights, dropout and batch order."})
+    recipe: Literal["ner_accel", "seed"] = field(
+        default="ner_accel",
+        metadata={
+            "help": "Defaults for the hyper-parameters: ner_accel's, or the seed notebook's (lr 5e-5, no warmup, "
+            "one rate for all layers, every weight trained); flags and --config still override them."
+        },
+    )
 
     # Runtime
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = field(
@@ -142,6 +157,7 @@ class TrainConfig:
             *source, "language_fractions", "max_train_samples", "max_length", "label_all_tokens",
             "seed", "group_by_length", "per_device_train_batch_size", "gradient_accumulation_steps",
             "num_train_epochs", "learning_rate", "weight_decay", "lr_scheduler_type", "warmup_steps", "warmup_ratio",
+            "layer_lr_decay", "freeze_word_embeddings",
         ]  # fmt: skip
         settings = {name: getattr(self, name) for name in names}
         if self.data_dir:  # the same directories, however the path is spelled
@@ -194,7 +210,18 @@ VALUE_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "weight_decay": (_not_negative, "must not be negative"),
     "max_grad_norm": (_not_negative, "must not be negative"),
     "dataloader_num_workers": (_not_negative, "must not be negative"),
+    "layer_lr_decay": (lambda value: 0 < value <= 1, "must be in (0, 1]"),
 }
+
+# The hyper-parameters each --recipe sets as defaults. The seed notebook's stay reproducible one flag away when
+# ner_accel's own defaults move on.
+RECIPES: dict[str, dict] = {
+    "ner_accel": {},
+    "seed": dict(
+        learning_rate=5e-5, weight_decay=0.01, lr_scheduler_type="linear", warmup_steps=0, warmup_ratio=0.0,
+        layer_lr_decay=1.0, freeze_word_embeddings=False,
+    ),
+}  # fmt: skip
 
 
 def _read_config_file(path: str) -> dict:
@@ -251,9 +278,16 @@ def parse_config(argv: list[str] | None = None, config_class: type = TrainConfig
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser(config_class, description=__doc__)
     parser.add_argument("--config", default=None, help="YAML or JSON file of options (flags given here win).")
-    known, _ = parser.parse_known_args(argv)
-    if known.config:
-        parser.set_defaults(**_typed_file_values(known.config, _read_config_file(known.config), config_class))
+    layers = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # only the two options that set defaults
+    layers.add_argument("--config")
+    layers.add_argument("--recipe")
+    given, _ = layers.parse_known_args(argv)
+    file_values = (
+        _typed_file_values(given.config, _read_config_file(given.config), config_class) if given.config else {}
+    )
+    recipe = given.recipe or file_values.get("recipe", "ner_accel")
+    # Defaults in layers: the dataclass, then the recipe's, then the config file's; command-line flags win over all.
+    parser.set_defaults(**{**RECIPES.get(recipe, {}), **file_values})
     config, *_, extra = parser.parse_args_into_dataclasses(
         argv, return_remaining_strings=True, look_for_args_file=False
     )

@@ -1,8 +1,9 @@
-"""One optimizer step's mechanics: AdamW groups, accumulation windows, the token-normalised backward, the loss."""
+"""One optimizer step's mechanics: AdamW groups, micro-batches per step, the token-normalised backward, the loss."""
 
 from __future__ import annotations
 
 import math
+import re
 from contextlib import nullcontext
 
 import torch
@@ -11,15 +12,35 @@ from accelerate import Accelerator
 from .alignment import IGNORE
 
 
-def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with weight decay on weight matrices only: biases and LayerNorm weights are not decayed."""
-    decay, no_decay = [], []
+def build_optimizer(
+    model: torch.nn.Module, learning_rate: float, weight_decay: float, layer_lr_decay: float = 1.0
+) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters, weight decay on weight matrices only (not biases and LayerNorm).
+
+    With layer_lr_decay < 1 each encoder layer learns at that factor times the rate of the layer above it: the head
+    at the full rate, the top layer at lr x decay, ..., the embeddings lowest (layer-wise learning-rate decay).
+    """
+    num_layers = model.config.num_hidden_layers
+    groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            (no_decay if parameter.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            decayed = parameter.ndim >= 2 and "LayerNorm" not in name and "layer_norm" not in name
+            rate = learning_rate * layer_lr_decay ** layer_depth(name, num_layers)
+            groups.setdefault((rate, decayed), []).append(parameter)
+    param_groups = [
+        {"params": params, "lr": rate, "weight_decay": weight_decay if decayed else 0.0}
+        for (rate, decayed), params in groups.items()
+    ]
     # fused: one kernel over all parameters (CPU and CUDA); 1.4x the training throughput of foreach on CPU here.
-    return torch.optim.AdamW(groups, lr=learning_rate, fused=True)
+    return torch.optim.AdamW(param_groups, lr=learning_rate, fused=True)
+
+
+def layer_depth(name: str, num_layers: int) -> int:
+    """How far below the head a parameter sits: 0 for the head, 1 for the top encoder layer, ..., then embeddings."""
+    layer = re.search(r"\.layer\.(\d+)\.", name)
+    if layer:
+        return num_layers - int(layer.group(1))
+    return num_layers + 1 if "embeddings." in name else 0
 
 
 def optimizer_steps(loader, accumulation: int):

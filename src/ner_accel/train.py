@@ -129,7 +129,9 @@ def set_up(config: TrainConfig, accelerator: Accelerator) -> Run:
 
     model = load_model(config.model, corpus.labels, config.trust_remote_code, attention=config.attention)
     id2label = model.config.id2label  # read before prepare wraps the model (DDP, FSDP)
-    optimizer = build_optimizer(model, config.learning_rate, config.weight_decay)
+    if config.freeze_word_embeddings:
+        model.get_input_embeddings().requires_grad_(False)
+    optimizer = build_optimizer(model, config.learning_rate, config.weight_decay, config.layer_lr_decay)
     steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
     total_steps = steps_per_epoch * config.num_train_epochs
     warmup = config.warmup_steps or math.ceil(config.warmup_ratio * total_steps)
