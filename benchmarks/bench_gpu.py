@@ -264,8 +264,7 @@ def run_ner_accel(
     compile_mode: str | None,
     max_seconds: float = math.inf,
 ):
-    """ner_accel's batches and training step (its own functions), timed over `steps` steps (or `max_seconds`)
-    after `warmup`."""
+    """ner_accel's batches and training step (its own functions), timed for `steps` steps or `max_seconds`."""
     import torch
     from accelerate import Accelerator, DataLoaderConfiguration
     from transformers import get_scheduler
@@ -321,9 +320,11 @@ def sync(device: str) -> None:
 
 
 def free_memory(device: str) -> None:
-    """Give the GPU back what the last configuration held (Trainer and Accelerator objects sit in reference cycles,
-    so only a collection frees them); on a CPU nothing is measured, and a collection costs 0.3 s."""
+    """Give the GPU back what the last configuration held."""
     import torch
+
+    # Trainer and Accelerator objects sit in reference cycles: only a collection frees them. On a CPU nothing is
+    # measured, and a collection of this process's heap costs 0.3 s.
 
     if device == "cuda":
         gc.collect()
@@ -356,8 +357,9 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 def worst_batch_fits(model, workload: Workload, batch_size: int) -> dict:
-    """Two training steps (the second holds AdamW's state) on the `batch_size` longest sentences: no epoch of any
-    configuration has a batch that needs more memory, padded (b x longest) or unpadded (most real tokens)."""
+    """Whether two training steps on the `batch_size` longest sentences run without running out of memory."""
+    # No epoch of any configuration has a batch that needs more: padded, it is b x the longest sentence; unpadded,
+    # it holds the most real tokens. The second step also holds AdamW's state.
     import numpy as np
     import torch
     from transformers import DataCollatorForTokenClassification
@@ -393,8 +395,8 @@ def worst_batch_fits(model, workload: Workload, batch_size: int) -> dict:
 
 
 def largest_fitting_batch(fits, start: int, limit: int, deadline: float) -> tuple[int | None, list[dict]]:
-    """Double the batch from `start` until one does not fit (fits(b)["fits"] is False), `limit` is reached or the
-    clock passes `deadline`; return the last batch that fit (None if `start` did not) and every probe."""
+    """The last batch that fit (None if `start` did not) and every probe, doubling from `start` up to `limit`."""
+    # Stops at the first batch whose fits(b)["fits"] is False, or when the clock passes `deadline`.
     best, tried, size = None, [], start
     while size <= limit and time.perf_counter() < deadline:
         probe = fits(size)
@@ -593,8 +595,8 @@ def accelerate_state() -> dict:
 
 
 def save_random_model(source: str, path: Path, device: str) -> Path:
-    """`source`'s architecture with random weights (from_config, as bench_train.py's random_xlmr), saved with its
-    tokenizer: a model directory ner_accel.train can load."""
+    """`source`'s architecture with random weights and its tokenizer, saved where ner_accel.train can load them."""
+    # from_config, as bench_train.py's random_xlmr: the shape directory in ../shared holds no weights.
     import torch
     from transformers import AutoTokenizer
 
@@ -685,8 +687,8 @@ def load_weights(directory: Path) -> dict:
 
 
 def compare_saved_model(model_dir: Path, checkpoint_dir: Path, validation: Path, device: str) -> dict:
-    """model/ in plain transformers vs ner_accel's load_trained (logits on real tokens), and its weights vs the
-    final checkpoint's: the saved model is the trained state and loads without ner_accel."""
+    """model/ in plain transformers vs ner_accel's load_trained, and its weights vs the final checkpoint's."""
+    # Same logits on real tokens: it loads without ner_accel. Same weights: it is the trained state.
     import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
@@ -721,8 +723,8 @@ def compare_saved_model(model_dir: Path, checkpoint_dir: Path, validation: Path,
 
 
 def run_fsdp(args, work: Path, output: Path, deadline: float, device: str) -> dict:
-    """Train with launch/fsdp.yaml on one process, SIGTERM after the first checkpoint (ner_accel checkpoints and
-    exits 143), resume with --resume latest to the end, then check the saved model in plain transformers."""
+    """launch/fsdp.yaml on one process: stopped after the first checkpoint, resumed, saved, loaded without ner_accel."""
+    # SIGTERM makes ner_accel finish the step, checkpoint and exit 143; `--resume latest` then runs to the end.
     began = time.perf_counter()
     data_dir, work = Path(args.data_dir).resolve(), work.resolve()  # the launches run in the repository root
     model_dir = save_random_model(args.model, work / "random-model", device)
@@ -1044,7 +1046,8 @@ def check_summary(report: dict) -> str:
         saved = fsdp["saved_model"]
         lines.append(
             f"  model/ in plain transformers ({saved['plain_class']}): logits max |diff| "
-            f"{saved['logits_max_abs_diff']:.2e}, weights vs final checkpoint max |diff| {saved['weights_max_abs_diff']}"
+            f"{saved['logits_max_abs_diff']:.2e}, weights vs final checkpoint max |diff| "
+            f"{saved['weights_max_abs_diff']}"
         )
         lines.append("  " + ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in fsdp["checks"].items()))
     return "\n".join(lines) + "\n"
@@ -1088,7 +1091,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     check.add_argument("--fsdp-eval-samples", type=int, default=200)
     check.add_argument("--fsdp-budget-s", type=float, default=180, help="time limit of the FSDP stage")
     check.add_argument("--fsdp-verify-s", type=float, default=25, help="of it, kept for loading the saved model")
-    check.add_argument("--min-stage-s", type=float, default=30, help="do not start a measurement with less left")
+    check.add_argument("--min-stage-s", type=float, default=45, help="do not start a measurement with less left")
     check.add_argument("--work-dir", default=None, help="for the FSDP job's model and checkpoints (default: /tmp)")
     args = parser.parse_args(argv)
     # The check's whole run must fit the 8 minutes it is given; --budget-s is then the hard limit of everything.
