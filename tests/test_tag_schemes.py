@@ -359,3 +359,42 @@ def test_panx_in_every_scheme_reads_back_to_the_same_entities_and_f1(tmp_path, c
             read_gold = [s["tags"] for s in sentences]
             assert [get_entities(tags) for tags in read_gold] == [get_entities(tags) for tags in gold]
             assert entity_metrics(read_gold, predictions)["f1"] == original_f1
+
+
+@pytest.mark.parametrize("scheme", ["iob1", "bioes", "bilou"])
+def test_training_and_evaluation_do_not_depend_on_the_files_scheme(scheme, tiny_model_no_dropout, tmp_path):
+    """The whole command line: the same sentences in another scheme train the same labels to the same metrics."""
+    from conftest import TRAIN, VALIDATION, run_training
+
+    from ner_accel import evaluate
+
+    def write_dir(directory: Path, rewrite) -> Path:
+        directory.mkdir()
+        for name, text in (("train", TRAIN), ("validation", VALIDATION)):
+            blocks = [b for b in text.strip().split("\n\n") if not b.startswith("-DOCSTART-")]
+            sentences = [[line.split("\t") for line in block.splitlines()] for block in blocks]
+            lines = [
+                "\n".join(f"{w}\t{t}" for w, t in zip([w for w, _ in s], rewrite([t for _, t in s]))) for s in sentences
+            ]
+            (directory / f"{name}.conll").write_text("\n\n".join(lines) + "\n", encoding="utf-8")
+        return directory
+
+    runs = {}
+    for name, rewrite in (("iob2", list), (scheme, lambda tags: write_in_scheme(tags, scheme))):
+        data = write_dir(tmp_path / name, rewrite)
+        args = ["--model", tiny_model_no_dropout, "--data-dir", data, "--output-dir", tmp_path / "out", "--run-name",
+                name, "--per-device-train-batch-size", "2", "--num-train-epochs", "2", "--learning-rate", "1e-2"]  # fmt: skip
+        assert run_training(args) == 0
+        runs[name] = json.loads((tmp_path / "out" / name / "metrics.json").read_text())["final"][name]
+        config = json.loads((tmp_path / "out" / name / "train_config.json").read_text())
+        assert config["labels"] == ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+    assert runs[scheme]["f1"] == runs["iob2"]["f1"] and runs[scheme]["per_type"] == runs["iob2"]["per_type"]
+    output = tmp_path / "eval.json"
+    model, data = tmp_path / "out" / "iob2", tmp_path / scheme
+    assert (
+        evaluate.main(
+            [str(a) for a in ("--model", model, "--data-dir", data, "--tag-scheme", scheme, "--output", output)]
+        )
+        == 0
+    )
+    assert json.loads(output.read_text())["models"][0]["results"][scheme]["f1"] == runs["iob2"]["f1"]

@@ -54,6 +54,10 @@ class TrainConfig:
     max_length: int | None = field(
         default=None, metadata={"help": "Truncate to this many sub-tokens (default: the model's limit, at most 512)."}
     )
+    tag_scheme: Literal["auto", "iob1", "iob2", "bioes", "iobes", "bilou"] = field(
+        default="auto",
+        metadata={"help": "Tag scheme of --data-dir files (auto: detected per file); read as IOB2 whatever it is."},
+    )
     label_all_tokens: bool = field(
         default=False,
         metadata={"help": "Label every sub-token of a word (continuations become I-), not only the first."},

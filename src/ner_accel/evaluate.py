@@ -25,7 +25,7 @@ from .analysis import error_analysis, scored_words
 from .artifacts import CONFIG_FILE, MODEL_DIR, check_output_file, write_json
 from .batching import make_loader, pad_multiple
 from .console import cross_lingual_table, language_table, matrix_markdown, print_analysis, setup_logging
-from .data import check_known_tags, find_split_file, read_split, source_names, subsample, to_dataset
+from .data import TAG_SCHEMES, check_known_tags, find_split_file, read_split, source_names, subsample, to_dataset
 from .encoding import encode_dataset
 from .errors import UsageError, run_command
 from .hub import load_hub_panx
@@ -45,6 +45,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--languages", nargs="+", help="PAN-X languages read from --dataset (Hub or local copy).")
     parser.add_argument("--dataset", default="google/xtreme", help="Hub id or local copy of XTREME (with --languages).")
     parser.add_argument("--split", default="validation", help="Split to evaluate: train, validation or test.")
+    parser.add_argument(
+        "--tag-scheme",
+        default="auto",
+        type=str.lower,
+        choices=[*TAG_SCHEMES, "iobes"],
+        help="Tag scheme of --data-dir files (auto: detected per file); scored as IOB2 whatever it is.",
+    )
     parser.add_argument("--max-eval-samples", type=int, help="Use only the first N sentences of each dataset.")
     parser.add_argument("--max-length", type=int, help="Truncate to this many sub-tokens (default: the model's limit).")
     # Runtime
@@ -84,7 +91,7 @@ def load_eval_sets(args: argparse.Namespace) -> tuple[dict[str, list[dict]], dic
             path = find_split_file(root, args.split)
             if path is None:
                 raise UsageError(f"{root}: no {args.split} file; add {args.split}.conll or choose another --split")
-            sets[name], origins[name] = read_split(path), str(path)
+            sets[name], origins[name] = read_split(path, args.tag_scheme), str(path)
     else:
         for language in args.languages:
             splits, _ = load_hub_panx(args.dataset, language)

@@ -121,6 +121,7 @@ def set_up(config: TrainConfig, accelerator: Accelerator) -> Run:
         config.max_eval_samples,
         config.language_fractions,
         config.seed,
+        config.tag_scheme,
     )
     settings = config.loop_settings(accelerator.num_processes)
     state = load_trainer_state(resume_from, corpus.labels, settings) if resume_from else None
