@@ -134,3 +134,15 @@ def test_two_processes_give_the_same_metrics(runs, tmp_path):
             assert left["sentences"] == right["sentences"] and left["f1"] == right["f1"]
             assert left["analysis"]["confusion"] == right["analysis"]["confusion"]
             assert left["analysis"]["sentence_losses"] == pytest.approx(right["analysis"]["sentence_losses"], abs=1e-5)
+
+
+def test_no_file_unless_asked_and_an_html_report_when_asked(runs, tmp_path, monkeypatch, capsys):
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert evaluate.main(["--model", str(runs["de"]), "--data-dir", str(runs["data"]["de"])]) == 0
+    assert list((tmp_path / "cwd").iterdir()) == []  # nothing left in the working directory
+    page = tmp_path / "report" / "eval.html"
+    assert evaluate.main(["--model", str(runs["de"]), "--data-dir", str(runs["data"]["de"]), "--html", str(page)]) == 0
+    html = page.read_text()
+    assert "<svg" in html and "Merkel" in html  # the learning curves of the run, and its worst sentences
+    assert f"wrote {page}" in capsys.readouterr().out

@@ -352,3 +352,22 @@ def test_push_offline_fails_fast_and_keeps_the_model(offline_variable, tiny_mode
         f"upload it later with `hf upload my-user/tiny-ner {model_dir}` or rerun with network"
     )
     assert tree_digest(model_dir) == before
+
+
+def test_train_with_push_to_hub_offline_saves_then_fails_in_one_line(
+    tiny_model, conll_dir, tmp_path, monkeypatch, capsys
+):
+    """The run's model, card and report are saved; the upload that cannot happen fails at once, not with a traceback."""
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")  # a token is there; only the Hub is out of reach
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = ["--model", tiny_model, "--data-dir", conll_dir, "--output-dir", tmp_path, "--run-name", "run",
+            "--per-device-train-batch-size", "2", "--num-train-epochs", "1"]  # fmt: skip
+    assert run_training([*args, "--push-to-hub", "not/a/valid/repo"]) == 2  # refused before any work
+    assert "not/a/valid/repo" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert run_training([*args, "--push-to-hub", "my-user/tiny-ner"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    model = tmp_path / "run" / "model"
+    assert error.startswith("error: cannot reach the Hugging Face Hub to push my-user/tiny-ner") and str(model) in error
+    card = ModelCard.load(model / "README.md")
+    assert card.data.model_name == "my-user/tiny-ner" or "my-user/tiny-ner" in card.content
+    assert (model / "model.safetensors").is_file() and (tmp_path / "run" / "report.html").is_file()

@@ -48,10 +48,12 @@ def test_run_writes_exactly_these_files(tiny_model, conll_dir, tmp_path):
         "checkpoints/step-0000006/scheduler.bin",
         "checkpoints/step-0000006/trainer_state.json",
         "metrics.json",
+        "model/README.md",
         "model/config.json",
         "model/model.safetensors",
         "model/tokenizer.json",
         "model/tokenizer_config.json",
+        "report.html",
         "report.txt",
         "train_config.json",
     ]

@@ -16,6 +16,7 @@ MODEL_DIR = "model"
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "train_config.json"
 REPORT_FILE = "report.txt"
+HTML_REPORT = "report.html"
 
 
 @contextmanager

@@ -128,6 +128,10 @@ class TrainConfig:
         default=None, metadata={"help": "Evaluate every N optimizer steps (default: each epoch)."}
     )
     overwrite: bool = field(default=False, metadata={"help": "Replace a finished run already in the run directory."})
+    push_to_hub: str | None = field(
+        default=None,
+        metadata={"help": "Hub repository (user/name) to upload the saved model/ to after the final save."},
+    )
 
     # Checkpoints and resume
     checkpoint_steps: int | None = field(

@@ -28,6 +28,7 @@ from .console import cross_lingual_table, language_table, matrix_markdown, print
 from .data import TAG_SCHEMES, check_known_tags, find_split_file, read_split, source_names, subsample, to_dataset
 from .encoding import encode_dataset
 from .errors import UsageError, run_command
+from .html_report import load_training_metrics, write_html
 from .hub import load_hub_panx
 from .metrics import entity_metrics
 from .model import load_tokenizer, load_trained, sequence_limit
@@ -58,7 +59,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--per-device-batch-size", type=int, default=32, help="Sentences per device per batch.")
     parser.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "fp16", "bf16"])
     # Output
-    parser.add_argument("--output", default="evaluation.json", help="JSON file with every metric and the analysis.")
+    parser.add_argument("--output", help="JSON file to write with every metric and the analysis (default: none).")
+    parser.add_argument(
+        "--html", help="Self-contained HTML report to write: scores, confusion heat maps, worst sentences, curves."
+    )
     parser.add_argument(
         "--error-analysis", action="store_true", help="Print worst sentences, confusions, lossy tokens."
     )
@@ -72,7 +76,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         value = getattr(args, flag)
         if value is not None and value < (0 if flag in ("worst", "top_tokens") else 1):
             raise UsageError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
-    check_output_file(args.output, "--output")
+    for flag in ("output", "html"):
+        if getattr(args, flag) is not None:
+            check_output_file(getattr(args, flag), f"--{flag}")
     return args
 
 
@@ -196,8 +202,13 @@ def run(args: argparse.Namespace) -> dict:
         console.print(cross_lingual_table(report["cross_lingual_f1"], f"Cross-lingual F1, {args.split}"))
         if args.markdown:
             print(matrix_markdown(report["cross_lingual_f1"]))
-        write_json(Path(args.output), report)
-        console.print(f"wrote {args.output}")
+        if args.output:
+            write_json(Path(args.output), report)
+            console.print(f"wrote {args.output}", soft_wrap=True)
+        if args.html:  # one run's learning curves fit one page: those of the model when it is the only one
+            curves = load_training_metrics(args.model[0]) if len(args.model) == 1 else None
+            write_html(Path(args.html), training=curves, evaluation=report, title=f"ner_accel evaluation, {args.split}")
+            console.print(f"wrote {args.html}", soft_wrap=True)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return report

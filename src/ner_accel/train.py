@@ -24,7 +24,7 @@ from rich.console import Console
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from .artifacts import CONFIG_FILE, check_output_dir, check_run_dir, save_final, write_json
+from .artifacts import CONFIG_FILE, HTML_REPORT, MODEL_DIR, check_output_dir, check_run_dir, save_final, write_json
 from .batching import LengthGroupedBatches, make_loader, pad_multiple, padding_efficiency
 from .checkpoint import Checkpoints, TrainerState, load_trainer_state, resolve_resume
 from .config import TrainConfig, parse_config
@@ -32,7 +32,9 @@ from .console import print_results, setup_logging
 from .data import Corpus, load_corpus
 from .encoding import encode_dataset
 from .errors import UsageError
+from .html_report import write_html
 from .model import load_model, load_tokenizer, sequence_limit
+from .model_card import check_push_target, model_card, push_to_hub, write_model_card
 from .optimization import LossMeter, build_optimizer, forward_backward, optimizer_steps
 from .precision import make_accelerator
 from .scoring import score, score_sets
@@ -111,6 +113,8 @@ def set_up(config: TrainConfig, accelerator: Accelerator) -> Run:
     check_output_dir(run_dir, "--output-dir/--run-name")
     check_run_dir(run_dir, config.overwrite, resuming=config.resume is not None)
     resume_from = resolve_resume(config.resume, run_dir) if config.resume else None
+    if config.push_to_hub:  # a malformed repository id or a missing token fails now, not after training
+        check_push_target(config.push_to_hub)
 
     tokenizer = load_tokenizer(config.model, config.trust_remote_code)
     corpus = load_corpus(
@@ -262,9 +266,15 @@ def finish(run: Run, losses: LossMeter, console: Console) -> dict:
                     "mixed_precision": accelerator.mixed_precision, "labels": run.corpus.labels}  # fmt: skip
         write_json(config.run_dir / CONFIG_FILE, resolved)
         save_final(config.run_dir, accelerator.unwrap_model(run.model), run.tokenizer, state.history, final, state_dict)
+        model_dir = config.run_dir / MODEL_DIR
+        write_model_card(model_dir, model_card(model_dir, resolved, final, repo_id=config.push_to_hub))
+        write_html(config.run_dir / HTML_REPORT, training={"evaluations": state.history, "final": final},
+                   title=config.run_dir.name)  # fmt: skip
         logger.info(f"saved model, metrics and report to {config.run_dir}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    if config.push_to_hub and accelerator.is_main_process:  # after the barrier: a failed upload holds no one up
+        logger.info(f"uploaded {MODEL_DIR}/ to {push_to_hub(config.run_dir / MODEL_DIR, config.push_to_hub)}")
     return final
 
 
