@@ -272,12 +272,13 @@ def test_only_the_main_process_writes_artifacts_and_logs(two_processes):
     parts = ["model.safetensors", "optimizer.bin", "random_states_0.pkl", "random_states_1.pkl", "scheduler.bin",
              "trainer_state.json"]  # fmt: skip
     assert written == sorted(
-        ["checkpoints/best", "checkpoints/latest", "metrics.json", "report.txt", "train_config.json",
-         "model/config.json", "model/model.safetensors", "model/tokenizer.json", "model/tokenizer_config.json",
+        ["checkpoints/best", "checkpoints/latest", "metrics.json", "report.html", "report.txt", "train_config.json",
+         "model/README.md", "model/config.json", "model/model.safetensors", "model/tokenizer.json",
+         "model/tokenizer_config.json",
          *(f"checkpoints/{step}/{part}" for step in steps for part in parts)]
     )  # fmt: skip
     log = done.stderr
-    assert log.count("saved model, metrics and report") == 1
+    assert log.count("done in") == 1  # the end-of-run summary
     assert log.count("2 process(es) x 12 x 1 accumulation = 24 sentences/step") == 1
     assert "[RANK 1]" not in log
     assert log.count("step 3: data") == log.count("step 6: data") == 1  # one table per evaluation

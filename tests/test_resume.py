@@ -205,3 +205,17 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tiny_
     assert "non-finite training loss" in message and "up to step" in message and "--resume latest" in message
     assert (tmp_path / "run" / "checkpoints" / "latest").is_file()
     assert not (tmp_path / "run" / "model").exists()
+
+
+def test_a_resumed_run_logs_the_uninterrupted_runs_loss_curve(tiny_model, conll_dir, tmp_path):
+    """The loss since the last log is part of the checkpoint: step 5's logged loss spans steps 1-5 either way."""
+    common = ["--num-train-epochs", "4", "--logging-steps", "5", "--checkpoint-steps", "2", "--keep-checkpoints", "9"]
+    assert run_training(args_for(tiny_model, conll_dir, tmp_path / "straight", *common)) == 0
+    checkpoint = tmp_path / "straight" / "run" / "checkpoints" / "step-0000004"  # steps 1-4 not logged yet
+    assert run_training(args_for(tiny_model, conll_dir, tmp_path / "resumed", *common, "--resume", checkpoint)) == 0
+    curves = []
+    for out in ("straight", "resumed"):
+        history = json.loads((tmp_path / out / "run" / "metrics.json").read_text())["evaluations"]
+        curves.append([(entry["step"], entry["loss"]) for entry in history if "loss" in entry])
+    assert [step for step, _ in curves[0]] == [5, 10]
+    assert curves[0] == curves[1]

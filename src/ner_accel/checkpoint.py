@@ -30,6 +30,10 @@ class TrainerState:
     best_step: int | None = None  # the evaluated step with the best F1 so far
     evaluations_since_best: int = 0
     settings: dict = field(default_factory=dict)  # TrainConfig.loop_settings: a resume must match them
+    # The training loss since the last logged step (summed over processes) and its number of optimizer steps:
+    # a resumed run logs the uninterrupted run's curve.
+    unlogged_loss: float = 0.0
+    unlogged_steps: int = 0
 
     def advance(self, micro_batches: int, steps_per_epoch: int) -> bool:
         """Count one optimizer step of `micro_batches`; True when it ends its epoch (the next one starts at 0)."""

@@ -17,6 +17,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from .errors import UsageError
+from .tracking import REPORT_TO_CHOICES, resolve_trackers
 
 
 @dataclass
@@ -124,6 +125,10 @@ class TrainConfig:
         default=None, metadata={"help": "Default: <model>-finetuned-panx-<languages>, like the seed."}
     )
     logging_steps: int = field(default=50, metadata={"help": "Log loss and learning rate every N optimizer steps."})
+    report_to: list[str] = field(
+        default_factory=lambda: ["none"],
+        metadata={"help": f"Experiment trackers to log to: {', '.join(REPORT_TO_CHOICES)} (several at once)."},
+    )
     eval_steps: int | None = field(
         default=None, metadata={"help": "Evaluate every N optimizer steps (default: each epoch)."}
     )
@@ -147,6 +152,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not holds(value):
                 raise UsageError(f"--{name.replace('_', '-')} {rule}, got {value}")
+        resolve_trackers(self.report_to)  # an unknown or uninstalled tracker fails before any work
         sources = self.data_dir if self.data_dir else self.languages
         if self.language_fractions is not None:
             if len(self.language_fractions) != len(sources):

@@ -31,6 +31,8 @@ from pathlib import Path
 
 from .entities import extract_entities
 
+RUN_REPORT = "report.html"  # the page a training run writes into its run directory
+
 # Okabe-Ito colours: told apart by people with the common colour-vision deficiencies.
 COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#7F7F7F", "#F0E442"]
 WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 520, 260, 60, 16, 34, 40

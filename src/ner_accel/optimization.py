@@ -77,21 +77,28 @@ def forward_backward(model, micro_batches: list[dict], accelerator: Accelerator)
 class LossMeter:
     """Sums per-step losses on the device; reads them (one host sync) only when asked."""
 
-    def __init__(self, device: torch.device) -> None:
-        self.total, self.steps = torch.zeros((), device=device), 0
+    def __init__(self, accelerator: Accelerator, total: float = 0.0, steps: int = 0) -> None:
+        """total, steps: what a checkpoint recorded as not yet logged (summed over processes: kept on one)."""
+        self.accelerator = accelerator
+        self.total = torch.tensor(total if accelerator.is_main_process else 0.0, device=accelerator.device)
+        self.steps = steps
 
     def add(self, step_loss: torch.Tensor) -> None:
         self.total += step_loss
         self.steps += 1
 
-    def mean(self, accelerator: Accelerator, step: int) -> float:
-        """Mean per-token loss since the last reset, over all processes; a non-finite value stops the run."""
-        loss = accelerator.reduce(self.total, "sum").item() / max(self.steps, 1)
+    def summed(self, step: int) -> float:
+        """The loss since the last reset, summed over processes; a non-finite value stops the run."""
+        loss = self.accelerator.reduce(self.total, "sum").item()
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite training loss ({loss}) in the {self.steps} optimizer steps up to step {step}"
             )
         return loss
+
+    def mean(self, step: int) -> float:
+        """Mean per-token loss since the last reset, over all processes."""
+        return self.summed(step) / max(self.steps, 1)
 
     def reset(self) -> None:
         self.total.zero_()

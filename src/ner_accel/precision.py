@@ -40,15 +40,18 @@ def resolve_mixed_precision(choice: str, use_cpu: bool | None = None) -> str:
     return choice
 
 
-def make_accelerator(choice: str) -> Accelerator:
+def make_accelerator(choice: str, log_with: list[str] | None = None, project_dir: Path | None = None) -> Accelerator:
     """The command's Accelerator at the resolved precision, with global batches (see batching.py).
 
     accelerate keeps one process-wide state and refuses a second Accelerator at another precision ("restart your
     runtime"). A notebook that trains at bf16 and then evaluates at fp32 is a normal thing to do, so each command
     drops that state first, as transformers' TrainingArguments does; the process group (PartialState) stays.
+    log_with: experiment trackers (tracking.py), writing under project_dir where they write files.
     """
     AcceleratorState._reset_state()
     return Accelerator(
         mixed_precision=resolve_mixed_precision(choice),
         dataloader_config=DataLoaderConfiguration(split_batches=True),
+        log_with=log_with or None,
+        project_dir=project_dir if log_with else None,
     )

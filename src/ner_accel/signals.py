@@ -1,8 +1,9 @@
-"""Stop cleanly on SIGTERM/SIGINT: finish the optimizer step, checkpoint, tell the user how to resume."""
+"""Stop cleanly on SIGTERM/SIGINT: finish the optimizer step (or the final save), checkpoint, say how to resume."""
 
 from __future__ import annotations
 
 import signal
+import sys
 
 import torch
 from accelerate import Accelerator
@@ -11,15 +12,22 @@ AGREE_EVERY = 10  # optimizer steps between the processes' agreement on a receiv
 
 
 class Preempted(Exception):
-    """SIGTERM/SIGINT arrived: the run saved a checkpoint and stops."""
+    """SIGTERM/SIGINT arrived: the run saved what it had (a checkpoint, or the final model) and stops."""
 
-    def __init__(self, checkpoint, signal_number: int) -> None:
-        super().__init__(str(checkpoint))
-        self.checkpoint, self.signal_number = checkpoint, signal_number
+    def __init__(self, saved, signal_number: int, finished: bool = False) -> None:
+        super().__init__(str(saved))
+        self.saved, self.signal_number, self.finished = saved, signal_number, finished
 
 
 class StopSignal:
-    """Record SIGTERM/SIGINT (Slurm --signal, spot notices, Ctrl-C) so the loop stops after the current step."""
+    """Record SIGTERM/SIGINT (Slurm --signal, spot notices, Ctrl-C) so the run stops after the current step.
+
+    The first Ctrl-C is acknowledged at once; a second one aborts where it stands (KeyboardInterrupt), which loses
+    no checkpoint, since checkpoints are renamed into place only once complete.
+    """
+
+    def __init__(self, announce: bool = True) -> None:
+        self.announce = announce  # one process of a job says it, not every one
 
     def __enter__(self) -> StopSignal:
         self.received = 0
@@ -31,7 +39,13 @@ class StopSignal:
             signal.signal(number, handler)
 
     def _handle(self, number: int, frame) -> None:
+        if number == signal.SIGINT and self.received == signal.SIGINT:
+            raise KeyboardInterrupt
         self.received = number
+        if self.announce:
+            name = "Ctrl-C" if number == signal.SIGINT else signal.Signals(number).name
+            again = "; press Ctrl-C again to abort" if number == signal.SIGINT else ""
+            sys.stderr.write(f"\n{name}: stopping after this step, once it is saved{again}\n")
 
     def requested(self, accelerator: Accelerator, step: int) -> bool:
         """All processes must stop at the same step, so with several the flag is all-reduced: every

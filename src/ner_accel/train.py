@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from accelerate import Accelerator
 from accelerate.logging import get_logger
@@ -24,7 +26,7 @@ from rich.console import Console
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from .artifacts import CONFIG_FILE, HTML_REPORT, MODEL_DIR, check_output_dir, check_run_dir, save_final, write_json
+from .artifacts import CONFIG_FILE, MODEL_DIR, check_output_dir, check_run_dir, save_final, write_json
 from .batching import LengthGroupedBatches, make_loader, pad_multiple, padding_efficiency
 from .checkpoint import Checkpoints, TrainerState, load_trainer_state, resolve_resume
 from .config import TrainConfig, parse_config
@@ -32,32 +34,36 @@ from .console import print_results, setup_logging
 from .data import Corpus, load_corpus
 from .encoding import encode_dataset
 from .errors import UsageError
-from .html_report import write_html
+from .html_report import RUN_REPORT, write_html
 from .model import load_model, load_tokenizer, sequence_limit
 from .model_card import check_push_target, model_card, push_to_hub, write_model_card
 from .optimization import LossMeter, build_optimizer, forward_backward, optimizer_steps
 from .precision import make_accelerator
 from .scoring import score, score_sets
 from .signals import Preempted, StopSignal
+from .tracking import closed_at_exit, evaluation_scalars, resolve_trackers, start_tracking
 
 logger = get_logger("ner_accel")
 
 
 def train(config: TrainConfig) -> dict:
     """Run the whole job; return the final metrics."""
-    accelerator = make_accelerator(config.mixed_precision)
+    trackers = resolve_trackers(config.report_to)
+    accelerator = make_accelerator(config.mixed_precision, log_with=trackers, project_dir=config.run_dir / "logs")
     console = setup_logging(accelerator)
     set_seed(config.seed)
     run = set_up(config, accelerator)
     model, optimizer, scheduler, state = run.model, run.optimizer, run.scheduler, run.state
+    if trackers:
+        start_tracking(accelerator, config.run_dir.name, resolved_config(run), state.step)
     # A two-batch evaluation first: an evaluation bug fails at step 0, not after the first epoch.
     score(model, next(iter(run.eval_loaders.values())), accelerator, run.id2label, max_batches=2)
 
-    losses = LossMeter(accelerator.device)
+    losses = LossMeter(accelerator, state.unlogged_loss, state.unlogged_steps)
     progress = tqdm(
         total=run.total_steps, initial=state.step, desc="train", disable=not accelerator.is_local_main_process
     )
-    with StopSignal() as stop, progress:
+    with StopSignal(announce=accelerator.is_local_main_process) as stop, progress, closed_at_exit(accelerator):
         for micro_batches in remaining_steps(run):
             losses.add(forward_backward(model, micro_batches, accelerator))
             if config.max_grad_norm > 0:
@@ -67,19 +73,21 @@ def train(config: TrainConfig) -> dict:
             optimizer.zero_grad(set_to_none=True)
             ends_epoch = state.advance(len(micro_batches), run.steps_per_epoch)
             progress.update(1)
-            if state.step % config.logging_steps == 0:  # the only routine host sync of a step
+            if state.step % config.logging_steps == 0 or ends_epoch:  # the only routine host syncs
                 log_training(run, losses, progress)
             if is_evaluation_step(config, state.step, ends_epoch):
                 validate(run, losses, console)
             elif config.checkpoint_steps and state.step % config.checkpoint_steps == 0:
-                losses.mean(accelerator, state.step)  # a non-finite loss stops the run before it is checkpointed
-                run.checkpoints.save(accelerator, state)
+                save_checkpoint(run, losses)
             if stop.requested(accelerator, state.step):
-                raise Preempted(run.checkpoints.save(accelerator, state), stop.received)
+                raise Preempted(save_checkpoint(run, losses), stop.received)
             if state.out_of_patience(config.patience):
                 logger.info(f"early stop: no better F1 in {config.patience} evaluations")
                 break
-    return finish(run, losses, console)
+        final = finish(run, losses, console)
+        if stop.received:  # a signal during the final evaluation or save, which completed first
+            raise Preempted(config.run_dir / MODEL_DIR, stop.received, finished=True)
+    return final
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -105,6 +113,8 @@ class Run:
     id2label: dict[int, str]
     steps_per_epoch: int
     total_steps: int
+    first_step: int  # where this process started: 0, or the step resumed from
+    started: float = field(default_factory=time.monotonic)  # for the end-of-run summary
 
 
 def set_up(config: TrainConfig, accelerator: Accelerator) -> Run:
@@ -156,7 +166,7 @@ def set_up(config: TrainConfig, accelerator: Accelerator) -> Run:
                     f"batch {state.batches_in_epoch})")  # fmt: skip
     run = Run(
         config, accelerator, tokenizer, corpus, model, optimizer, scheduler, train_loader, batches,
-        dict(zip(eval_loaders, prepared_eval)), checkpoints, state, id2label, steps_per_epoch, total_steps,
+        dict(zip(eval_loaders, prepared_eval)), checkpoints, state, id2label, steps_per_epoch, total_steps, state.step,
     )  # fmt: skip
     log_banner(run)
     return run
@@ -229,15 +239,13 @@ def is_evaluation_step(config: TrainConfig, step: int, ends_epoch: bool) -> bool
 
 
 def log_training(run: Run, losses: LossMeter, progress: tqdm) -> None:
-    """Record the mean loss since the last log and the learning rate; show them on the progress bar."""
-    logged = {
-        "step": run.state.step,
-        "loss": losses.mean(run.accelerator, run.state.step),
-        "learning_rate": run.scheduler.get_last_lr()[0],
-    }
-    progress.set_postfix(loss=f"{logged['loss']:.4f}", lr=f"{logged['learning_rate']:.2e}")
-    run.state.history.append(logged)
-    losses.reset()
+    """Show the mean loss since the last log and the learning rate; at each logging step, also record them."""
+    step, loss, rate = run.state.step, losses.mean(run.state.step), run.scheduler.get_last_lr()[0]
+    progress.set_postfix(loss=f"{loss:.4f}", lr=f"{rate:.2e}")
+    if step % run.config.logging_steps == 0:  # an epoch's end only refreshes the bar
+        run.state.history.append({"step": step, "loss": loss, "learning_rate": rate})
+        run.accelerator.log({"train/loss": loss, "train/learning_rate": rate}, step=step)
+        losses.reset()
 
 
 def validate(run: Run, losses: LossMeter, console: Console) -> None:
@@ -245,8 +253,21 @@ def validate(run: Run, losses: LossMeter, console: Console) -> None:
     results = score_sets(run.model, run.eval_loaders, run.accelerator, run.id2label)
     run.state.record_evaluation(results)
     print_results(results, console, run.accelerator, f"step {run.state.step}")
-    losses.mean(run.accelerator, run.state.step)  # a non-finite loss stops the run before it is checkpointed
-    run.checkpoints.save(run.accelerator, run.state)
+    run.accelerator.log(evaluation_scalars(results), step=run.state.step)
+    save_checkpoint(run, losses)
+
+
+def save_checkpoint(run: Run, losses: LossMeter) -> Path:
+    """Checkpoint the run with the loss not logged yet; a non-finite loss stops the run before it is saved."""
+    run.state.unlogged_loss, run.state.unlogged_steps = losses.summed(run.state.step), losses.steps
+    return run.checkpoints.save(run.accelerator, run.state)
+
+
+def resolved_config(run: Run) -> dict:
+    """The configuration as it ran: every option, plus processes, precision and labels (train_config.json)."""
+    accelerator = run.accelerator
+    return {**run.config.to_dict(), "num_processes": accelerator.num_processes,
+            "mixed_precision": accelerator.mixed_precision, "labels": run.corpus.labels}  # fmt: skip
 
 
 def finish(run: Run, losses: LossMeter, console: Console) -> dict:
@@ -262,20 +283,38 @@ def finish(run: Run, losses: LossMeter, console: Console) -> dict:
     # FSDP shards the weights: gather the full state dict (a collective, so on every process) before saving.
     state_dict = accelerator.get_state_dict(run.model)
     if accelerator.is_main_process:
-        resolved = {**config.to_dict(), "num_processes": accelerator.num_processes,
-                    "mixed_precision": accelerator.mixed_precision, "labels": run.corpus.labels}  # fmt: skip
+        resolved = resolved_config(run)
         write_json(config.run_dir / CONFIG_FILE, resolved)
         save_final(config.run_dir, accelerator.unwrap_model(run.model), run.tokenizer, state.history, final, state_dict)
         model_dir = config.run_dir / MODEL_DIR
         write_model_card(model_dir, model_card(model_dir, resolved, final, repo_id=config.push_to_hub))
-        write_html(config.run_dir / HTML_REPORT, training={"evaluations": state.history, "final": final},
+        write_html(config.run_dir / RUN_REPORT, training={"evaluations": state.history, "final": final},
                    title=config.run_dir.name)  # fmt: skip
-        logger.info(f"saved model, metrics and report to {config.run_dir}")
+        summarise(run, final, final_step)
     accelerator.wait_for_everyone()
-    accelerator.end_training()
     if config.push_to_hub and accelerator.is_main_process:  # after the barrier: a failed upload holds no one up
         logger.info(f"uploaded {MODEL_DIR}/ to {push_to_hub(config.run_dir / MODEL_DIR, config.push_to_hub)}")
     return final
+
+
+def summarise(run: Run, final: dict, final_step: int) -> None:
+    """The end-of-run summary: time and speed, the final F1, where the results are and what they take on disk."""
+    config, accelerator = run.config, run.accelerator
+    elapsed = time.monotonic() - run.started
+    batch = config.per_device_train_batch_size * accelerator.num_processes * config.gradient_accumulation_steps
+    steps = run.state.step - run.first_step  # in this process: a resumed run counts from its checkpoint
+    f1 = final["mean_f1"] if "mean_f1" in final else next(iter(final.values()))["f1"]
+    model, checkpoints = config.run_dir / MODEL_DIR, run.checkpoints.root
+    logger.info(
+        f"done in {elapsed / 60:.1f} min ({steps} steps, {steps * batch / elapsed:,.1f} sentences/s) | F1 {f1:.4f} "
+        f"(step {final_step}) | model: {model} ({disk_usage(model)}) | checkpoints: {checkpoints} "
+        f"({disk_usage(checkpoints)}; delete them once you will not resume)"
+    )
+
+
+def disk_usage(path: Path) -> str:
+    size = sum(file.stat().st_size for file in path.rglob("*") if file.is_file()) if path.exists() else 0
+    return f"{size / 2**20:,.0f} MiB" if size < 2**30 else f"{size / 2**30:,.1f} GiB"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -286,12 +325,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except Preempted as stopped:
-        print(
-            f"stopped by signal {stopped.signal_number}; checkpoint saved to {stopped.checkpoint}. "
-            "Resume with the same command plus --resume latest",
-            file=sys.stderr,
-        )
+        if stopped.finished:
+            print(f"stopped by signal {stopped.signal_number} after the run finished; model saved to {stopped.saved}",
+                  file=sys.stderr)  # fmt: skip
+        else:
+            print(f"stopped by signal {stopped.signal_number}; checkpoint saved to {stopped.saved}. "
+                  "Resume with the same command plus --resume latest", file=sys.stderr)  # fmt: skip
         return 128 + stopped.signal_number
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
+        print("aborted; checkpoints already written are complete: resume with the same command plus "
+              "--resume latest (if there is none, start again)", file=sys.stderr)  # fmt: skip
+        return 130
     except FloatingPointError as error:
         print(f"error: {error}; the last good checkpoint is kept (resume with --resume latest)", file=sys.stderr)
         return 1
