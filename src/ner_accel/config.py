@@ -16,6 +16,7 @@ from typing import Literal
 import yaml
 from transformers import HfArgumentParser
 
+from .cli import DataclassParser
 from .errors import UsageError
 from .tracking import REPORT_TO_CHOICES, resolve_trackers
 
@@ -79,7 +80,7 @@ class TrainConfig:
     per_device_train_batch_size: int = field(default=24, metadata={"help": "Sentences per device per micro-batch."})
     per_device_eval_batch_size: int = field(default=24, metadata={"help": "Sentences per device in evaluation."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
-    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate of AdamW."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate of AdamW.", "aliases": ["--lr"]})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and LayerNorm)."})
     lr_scheduler_type: Literal[
         "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"
@@ -287,10 +288,20 @@ def _typed_file_values(path: str, values: dict, config_class: type) -> dict:
     return {key: getattr(parsed, key) for key in values if values[key] is not None}
 
 
+TRAIN_DESCRIPTION = """Fine-tune a token classifier for NER (ner_accel). Every option below; --config FILE sets any of them
+from YAML or JSON (the same names, dashes or underscores), and flags given here win over the file.
+
+Local model and data, one process:
+    python -m ner_accel.train --model ../shared/models/minilm-l6-h384-uncased --data-dir ../shared/data/panx/en
+The default job (xlm-roberta-base on PAN-X German from the Hub), on every GPU of the node:
+    accelerate launch -m ner_accel.train
+"""
+
+
 def parse_config(argv: list[str] | None = None, config_class: type = TrainConfig):
     """Parse argv (default sys.argv[1:]); `--config FILE` supplies values that command-line flags override."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(config_class, description=__doc__)
+    parser = DataclassParser(config_class, "train", description=TRAIN_DESCRIPTION)
     parser.add_argument("--config", default=None, help="YAML or JSON file of options (flags given here win).")
     layers = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # only the two options that set defaults
     layers.add_argument("--config")

@@ -19,6 +19,8 @@ from .tag_schemes import TAG_SCHEMES as TAG_SCHEMES  # re-exported: the choices 
 logger = logging.getLogger(__name__)
 
 TRAINING_SPLITS = ("train", "validation")  # a test split is only ever read by ner_accel.evaluate --split test
+# The file names each split goes by: CoNLL-2003 ships train.txt, valid.txt and test.txt; other corpora say dev.
+SPLIT_NAMES = {"train": ("train",), "validation": ("validation", "valid", "dev"), "test": ("test",)}
 CONLL_SUFFIXES = (".conll", ".txt", ".tsv", ".iob", ".iob2")
 JSONL_SUFFIXES = (".jsonl",)
 
@@ -124,14 +126,32 @@ def read_jsonl(path: Path, tag_scheme: str = "auto") -> list[dict]:
 
 
 def find_split_file(directory: Path, split: str) -> Path | None:
-    """The one file named <split>.<conll|txt|tsv|iob|iob2|jsonl> in directory, if any."""
-    found = [directory / f"{split}{suffix}" for suffix in CONLL_SUFFIXES + JSONL_SUFFIXES]
-    found = [path for path in found if path.is_file()]
+    """The one file of a split in directory: <name>.<conll|txt|tsv|iob|iob2|jsonl>, the name one of the split's."""
+    names = SPLIT_NAMES.get(split, (split,))
+    candidates = [directory / f"{name}{suffix}" for name in names for suffix in CONLL_SUFFIXES + JSONL_SUFFIXES]
+    found = [path for path in candidates if path.is_file()]
     if len(found) > 1:
         raise UsageError(
             f"{directory}: several files for split '{split}' ({', '.join(p.name for p in found)}); keep one"
         )
     return found[0] if found else None
+
+
+def check_data_dir(directory: str) -> Path:
+    """An existing directory; a split file given instead is named with the fix."""
+    root = Path(directory)
+    if root.is_file():
+        raise UsageError(f"--data-dir {directory}: is a file; pass the directory that holds it ({root.parent})")
+    if not root.is_dir():
+        raise UsageError(
+            f"--data-dir {directory}: directory not found; pass a directory holding train/validation files"
+        )
+    return root
+
+
+def missing_split(root: Path, split: str) -> UsageError:
+    names = " or ".join(f"{name}.conll" for name in SPLIT_NAMES.get(split, (split,)))
+    return UsageError(f"{root}: no {split} file; add {names} (token<TAB>tag lines, or .txt, .jsonl) to the directory")
 
 
 def read_split(path: Path, tag_scheme: str = "auto") -> list[dict]:
@@ -145,18 +165,12 @@ def read_split(path: Path, tag_scheme: str = "auto") -> list[dict]:
 
 def load_local_dir(directory: str, tag_scheme: str = "auto") -> dict[str, list[dict]]:
     """Read the train and validation files of one local directory (each file's scheme detected on its own)."""
-    root = Path(directory)
-    if not root.is_dir():
-        raise UsageError(
-            f"--data-dir {directory}: directory not found; pass a directory holding train/validation files"
-        )
+    root = check_data_dir(directory)
     splits = {}
     for split in TRAINING_SPLITS:
         path = find_split_file(root, split)
         if path is None:
-            raise UsageError(
-                f"{root}: no {split} file; add {split}.conll (token<TAB>tag lines) or {split}.jsonl to the directory"
-            )
+            raise missing_split(root, split)
         splits[split] = read_split(path, tag_scheme)
     return splits
 

@@ -1,4 +1,4 @@
-"""Evaluate trained models on any split of any number of datasets: F1 per language and entity type, the
+r"""Evaluate trained models on any split of any number of datasets: F1 per language and entity type, the
 cross-lingual matrix (training languages as rows, test languages as columns) and the book's error analysis.
 
 One model on two local languages, with error analysis:
@@ -24,8 +24,19 @@ from rich.console import Console
 from .analysis import error_analysis, scored_words
 from .artifacts import CONFIG_FILE, MODEL_DIR, check_output_file, write_json
 from .batching import make_loader, pad_multiple
+from .cli import CommandParser
 from .console import cross_lingual_table, language_table, matrix_markdown, print_analysis, setup_logging
-from .data import TAG_SCHEMES, check_known_tags, find_split_file, read_split, source_names, subsample, to_dataset
+from .data import (
+    TAG_SCHEMES,
+    check_data_dir,
+    check_known_tags,
+    find_split_file,
+    missing_split,
+    read_split,
+    source_names,
+    subsample,
+    to_dataset,
+)
 from .encoding import encode_dataset
 from .errors import UsageError, run_command
 from .html_report import load_training_metrics, write_html
@@ -37,7 +48,9 @@ from .scoring import collect_predictions
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(
+        "evaluate", __doc__, "--model DIR [DIR ...] (--data-dir DIR [DIR ...] | --languages LANG [LANG ...]) [options]"
+    )
     # Models
     parser.add_argument("--model", nargs="+", required=True, help="Run directories (with model/) or model directories.")
     parser.add_argument("--trust-remote-code", action="store_true", help="Allow model code from the model directory.")
@@ -57,7 +70,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, help="Truncate to this many sub-tokens (default: the model's limit).")
     # Runtime
     parser.add_argument("--per-device-batch-size", type=int, default=32, help="Sentences per device per batch.")
-    parser.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "fp16", "bf16"])
+    parser.add_argument(
+        "--mixed-precision",
+        default="auto",
+        choices=["auto", "no", "fp16", "bf16"],
+        help="auto: the accelerate config's choice, else bf16 where the device supports it, else no.",
+    )
     # Output
     parser.add_argument("--output", help="JSON file to write with every metric and the analysis (default: none).")
     parser.add_argument(
@@ -92,11 +110,9 @@ def load_eval_sets(args: argparse.Namespace) -> tuple[dict[str, list[dict]], dic
     sets, origins = {}, {}
     if args.data_dir:
         for name, root in source_names(args.data_dir).items():
-            if not root.is_dir():
-                raise UsageError(f"--data-dir {root}: directory not found")
-            path = find_split_file(root, args.split)
+            path = find_split_file(check_data_dir(str(root)), args.split)
             if path is None:
-                raise UsageError(f"{root}: no {args.split} file; add {args.split}.conll or choose another --split")
+                raise UsageError(f"{missing_split(root, args.split)}, or choose another --split")
             sets[name], origins[name] = read_split(path, args.tag_scheme), str(path)
     else:
         for language in args.languages:

@@ -55,6 +55,8 @@ def load_hub_panx(dataset: str, language: str) -> tuple[dict[str, list[dict]], l
 
 def pretrained_kwargs(name: str, trust_remote_code: bool) -> dict:
     """Arguments for from_pretrained: never run repository code unless asked; stay local when offline."""
+    if Path(name).is_file():  # e.g. .../model/config.json: the directory is what loads
+        raise UsageError(f"--model {name}: is a file; pass the model directory that holds it ({Path(name).parent})")
     if not is_local(name):
         if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not a Hub id (owner/name)
             raise UsageError(f"--model {name}: directory not found; pass an existing model directory or a Hub id")

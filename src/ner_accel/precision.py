@@ -49,9 +49,19 @@ def make_accelerator(choice: str, log_with: list[str] | None = None, project_dir
     log_with: experiment trackers (tracking.py), writing under project_dir where they write files.
     """
     AcceleratorState._reset_state()
-    return Accelerator(
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    accelerator = Accelerator(
         mixed_precision=resolve_mixed_precision(choice),
         dataloader_config=DataLoaderConfiguration(split_batches=True),
         log_with=log_with or None,
         project_dir=project_dir if log_with else None,
+        # N processes launched on a machine without a GPU form one gloo job, with or without ACCELERATE_USE_CPU=1.
+        cpu=launched > 1 and not torch.cuda.is_available(),
     )
+    if accelerator.num_processes != launched:  # else each would train alone, into the same run directory
+        raise UsageError(
+            f"launched as {launched} processes (WORLD_SIZE), but they did not join one job "
+            f"({accelerator.num_processes} process(es) each); on CPU set ACCELERATE_USE_CPU=1, on GPUs check the "
+            "accelerate config (distributed_type, num_processes)"
+        )
+    return accelerator

@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .artifacts import check_output_file
+from .cli import CommandParser
 from .errors import UsageError, run_command
 from .lines import numbered_lines
 from .tagger import Tagger
@@ -57,7 +58,7 @@ def read_documents(path: Path, text_field: str) -> Iterator[dict]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser("predict", __doc__, "--model DIR (TEXT [TEXT ...] | --input FILE) [options]")
     parser.add_argument("texts", nargs="*", help="Texts to tag, one document each.")
     parser.add_argument("--model", required=True, help="Run directory (with model/) or model directory.")
     # Input and output
