@@ -82,11 +82,38 @@ def load_words(data_dir: str, train_samples: int | None, eval_samples: int | Non
     return train, validation, labels_from_tags(s["tags"] for s in train)
 
 
+def load_languages(
+    train_dirs: list[str],
+    eval_dirs: list[str],
+    train_samples: int | None,
+    eval_samples: int | None,
+    fractions: list[float] | None = None,
+    seed: int = 42,
+):
+    """Several training directories concatenated (the book's concatenate_datasets) through ner_accel's own
+    load_corpus, so the per-language cut and seeded fractions are ner_accel's sentences exactly; the validation
+    split of each evaluation directory kept apart, keyed by folder name (the language)."""
+    from ner_accel.data import load_corpus, read_conll
+
+    corpus = load_corpus(train_dirs, "", [], train_samples, 1, fractions, seed)
+    train = [{"tokens": tokens, "tags": tags} for tokens, tags in zip(corpus.train["tokens"], corpus.train["tags"])]
+    validation = {Path(d).name: read_conll(Path(d) / "validation.conll")[:eval_samples] for d in eval_dirs}
+    return train, validation, corpus.labels
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The seed recipe with HF Trainer (baseline) and with group_by_length
 
 
-def run_trainer(args, grouped: bool) -> dict:
+def run_trainer(
+    args,
+    grouped: bool,
+    train_dirs: list[str] | None = None,
+    eval_dirs: list[str] | None = None,
+    fractions: list[float] | None = None,
+) -> dict:
+    """The seed recipe on args.data_dir; or trained on train_dirs concatenated and scored on each of eval_dirs
+    (f1_per_set by folder name; f1 is the first set's)."""
     import numpy as np
     import torch
     from datasets import Dataset
@@ -99,7 +126,13 @@ def run_trainer(args, grouped: bool) -> dict:
 
     hf_logging.set_verbosity_error()
     torch.manual_seed(args.seed)
-    train_words, validation_words, labels = load_words(args.data_dir, args.train_samples, args.eval_samples)
+    if train_dirs:
+        train_words, validation_words, labels = load_languages(
+            train_dirs, eval_dirs or train_dirs, args.train_samples, args.eval_samples, fractions, args.seed
+        )
+    else:
+        train_words, validation, labels = load_words(args.data_dir, args.train_samples, args.eval_samples)
+        validation_words = {Path(args.data_dir).name: validation}
     tag2index = {tag: i for i, tag in enumerate(labels)}
     index2tag = dict(enumerate(labels))
     tokenizer = AutoTokenizer.from_pretrained(args.model)
@@ -127,7 +160,8 @@ def run_trainer(args, grouped: bool) -> dict:
         return words.map(tokenize_and_align_labels, batched=True, remove_columns=["tokens", "ner_tags"])
 
     start = time.perf_counter()
-    train_set, validation_set = encode(train_words), encode(validation_words)
+    train_set = encode(train_words)
+    validation_sets = {name: encode(sentences) for name, sentences in validation_words.items()}
     prep_s = time.perf_counter() - start
 
     def align_predictions(predictions, label_ids):  # the seed's function, verbatim
@@ -178,14 +212,14 @@ def run_trainer(args, grouped: bool) -> dict:
             data_collator=DataCollatorForTokenClassification(tokenizer),
             compute_metrics=compute_metrics,
             train_dataset=train_set,
-            eval_dataset=validation_set,
+            eval_dataset=next(iter(validation_sets.values())),
             processing_class=tokenizer,
         )
         start = time.perf_counter()
         trainer.train()
         train_s = time.perf_counter() - start
         start = time.perf_counter()
-        metrics = trainer.evaluate()
+        f1_per_set = {name: float(trainer.evaluate(rows)["eval_f1"]) for name, rows in validation_sets.items()}
         eval_s = time.perf_counter() - start
     return dict(
         train_s=train_s,
@@ -193,8 +227,10 @@ def run_trainer(args, grouped: bool) -> dict:
         prep_s=prep_s,
         real_tokens=int(counter.real),
         padded_tokens=int(counter.padded),
-        eval_sentences=len(validation_set),
-        f1=float(metrics["eval_f1"]),
+        eval_sentences=sum(len(rows) for rows in validation_sets.values()),
+        f1=next(iter(f1_per_set.values())),
+        f1_per_set=f1_per_set,
+        eval_sentences_per_set={name: len(rows) for name, rows in validation_sets.items()},
         precision=precision,
         train_sentences=len(train_set),
     )

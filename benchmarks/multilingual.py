@@ -1,0 +1,422 @@
+"""F1 per language of ner_accel configurations next to the seed's Trainer recipe: the book's cross-lingual runs.
+
+Run it from a frozen copy of the code (other work in the checkout never reaches a run), one job at a time:
+    git clone -q /work/main /work/snap-ml && cd /work/snap-ml && export PYTHONPATH=$PWD/src
+    MODEL=$(python benchmarks/shared_models.py)   # multilingual-e5-small, converted once per machine
+
+Trials (train on PAN-X de, 8,000 sentences, 1 epoch, 3 seeds; F1 on de, fr and en validation, 10,000 each):
+    python benchmarks/multilingual.py --model $MODEL --train-languages de --train-samples 8000 --epochs 1 \
+        --seeds 42 43 44 --threads 2 --output benchmarks/cpu_results/e5-trials.json --configs trainer seed_recipe \
+        lr1e-4="--learning-rate 1e-4" lr2e-4="--learning-rate 2e-4" warmup="--warmup-ratio 0.1" \
+        llrd="--layer-lr-decay 0.9" freeze="--freeze-word-embeddings"
+The book's experiments (full training sets, 3 epochs): fine-tune on de, then on de+fr and de+fr+en:
+    python benchmarks/multilingual.py --model $MODEL --train-languages de --epochs 3 --configs trainer default
+    python benchmarks/multilingual.py --model $MODEL --train-languages de fr --epochs 3 --configs trainer default
+    python benchmarks/multilingual.py --model $MODEL --train-languages de fr en --epochs 3 --configs trainer default
+
+Configurations (--configs), each trained and scored once per seed on the same sentences:
+  trainer         the seed notebook's Trainer recipe (bench_train.run_trainer: DataCollatorForTokenClassification,
+                  random batches, batch 24, lr 5e-5, weight decay 0.01, linear schedule, the seed's compute_metrics)
+                  on the training languages concatenated, scored on each evaluation language; its own process
+  NAME="FLAGS"    python -m ner_accel.train with these extra flags, then one python -m ner_accel.evaluate on every
+                  evaluation language (the cross-lingual matrix); presets: seed_recipe = "--recipe seed",
+                  default = "" (ner_accel's defaults)
+Runs go seed by seed (every configuration for the first seed, then the next), so a cut-short job is still paired.
+ner_accel.train's own end-of-epoch evaluation only logs; it is cut to --train-eval-samples sentences, and every F1
+reported comes from ner_accel.evaluate on the full validation sets (or --eval-samples of each, said in the table).
+
+Writes --output (JSON: every run with its configuration, flags, languages, sentences, epochs, seed, F1 per language
+and their mean, wall times and the code's commit; a summary per configuration; paired differences by seed against
+trainer and seed_recipe) after every run, and the same as markdown beside it. --resume keeps the runs of the same
+workload already in --output. Wall times are the machine's as it was (shared CPUs): notes, not a benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+PRESETS = {"seed_recipe": "--recipe seed", "default": ""}
+TRAINER = "trainer"
+REFERENCES = (TRAINER, "seed_recipe")  # paired differences are taken against each of these present
+
+
+def load_script(name: str):
+    """A script beside this one (benchmarks/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_configs(items: list[str]) -> dict[str, str | None]:
+    """NAME=FLAGS, a preset name, or trainer (flags None) -> {name: flags}."""
+    configs: dict[str, str | None] = {}
+    for item in items:
+        name, given, flags = item.partition("=")
+        if not given:
+            if name != TRAINER and name not in PRESETS:
+                raise SystemExit(f'--configs {item}: unknown preset; give NAME="FLAGS" or one of trainer, '
+                                 f"{', '.join(PRESETS)}")  # fmt: skip
+            flags = None if name == TRAINER else PRESETS[name]
+        elif name == TRAINER:
+            raise SystemExit("--configs trainer takes no flags: it is the seed recipe as the notebook runs it")
+        if name in configs:
+            raise SystemExit(f"--configs: {name} given twice")
+        configs[name] = flags
+    return configs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One run of each kind, in its own process
+
+
+def child_env(args, scratch: Path) -> dict:
+    """This checkout's src/ first on the path, the thread count, one tokenization cache for the whole job."""
+    env = dict(os.environ, HF_DATASETS_CACHE=str(scratch / "hf-cache"), HF_HUB_OFFLINE="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    return env
+
+
+def call(argv: list[str], env: dict, log: Path) -> float:
+    """Run a command with its output in log; its wall time, or exit with the log's tail when it fails."""
+    start = time.perf_counter()
+    with log.open("w") as stream:
+        done = subprocess.run(argv, env=env, stdout=stream, stderr=subprocess.STDOUT, cwd=ROOT)
+    if done.returncode != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise SystemExit(f"{shlex.join(argv)}\nfailed with exit code {done.returncode}:\n{tail}")
+    return time.perf_counter() - start
+
+
+def run_ner_accel(args, flags: str, seed: int, scratch: Path, name: str) -> dict:
+    """ner_accel.train with the extra flags, then ner_accel.evaluate on every evaluation language."""
+    env, output_dir = child_env(args, scratch), scratch / "runs"
+    train = [sys.executable, "-m", "ner_accel.train", "--model", args.model, "--data-dir", *args.train_dirs]
+    train += ["--num-train-epochs", str(args.epochs), "--per-device-train-batch-size", str(args.batch_size)]
+    train += ["--seed", str(seed), "--mixed-precision", args.mixed_precision, "--output-dir", str(output_dir)]
+    train += ["--run-name", name, "--overwrite", "--max-eval-samples", str(args.train_eval_samples)]
+    train += ["--max-train-samples", str(args.train_samples)] if args.train_samples else []
+    train += ["--language-fractions", *map(str, args.language_fractions)] if args.language_fractions else []
+    train += shlex.split(flags)
+    train_s = call(train, env, scratch / f"{name}.train.log")
+    report = scratch / f"{name}.eval.json"
+    evaluate = [sys.executable, "-m", "ner_accel.evaluate", "--model", str(output_dir / name), "--data-dir"]
+    evaluate += [*args.eval_dirs, "--mixed-precision", args.mixed_precision, "--output", str(report)]
+    evaluate += ["--max-eval-samples", str(args.eval_samples)] if args.eval_samples else []
+    eval_s = call(evaluate, env, scratch / f"{name}.eval.log")
+    results = json.loads(report.read_text())["models"][0]["results"]
+    resolved = json.loads((output_dir / name / "train_config.json").read_text())
+    shutil.rmtree(output_dir / name)  # the model and its checkpoints: 2 GB a run for e5-small
+    return dict(
+        f1={language: results[language]["f1"] for language in args.eval_languages},
+        eval_sentences={language: results[language]["sentences"] for language in args.eval_languages},
+        precision=resolved["mixed_precision"],
+        hyper_parameters={key: resolved[key] for key in HYPER_PARAMETERS},
+        train_s=train_s,
+        eval_s=eval_s,
+    )
+
+
+HYPER_PARAMETERS = ("learning_rate", "weight_decay", "lr_scheduler_type", "warmup_ratio", "warmup_steps",
+                    "layer_lr_decay", "freeze_word_embeddings", "group_by_length", "max_grad_norm")  # fmt: skip
+
+
+def run_trainer(args, seed: int, scratch: Path, name: str) -> dict:
+    """The seed recipe in a fresh process of this script (--trainer-worker), as bench_train.py runs it."""
+    result = scratch / f"{name}.json"
+    worker = [sys.executable, str(Path(__file__).resolve()), "--trainer-worker", str(result), "--seed", str(seed)]
+    worker += ["--model", args.model, "--data-root", args.data_root, "--epochs", str(args.epochs)]
+    worker += ["--train-languages", *args.train_languages, "--eval-languages", *args.eval_languages]
+    worker += ["--batch-size", str(args.batch_size), "--mixed-precision", args.mixed_precision]
+    worker += ["--train-samples", str(args.train_samples)] if args.train_samples else []
+    worker += ["--eval-samples", str(args.eval_samples)] if args.eval_samples else []
+    worker += ["--language-fractions", *map(str, args.language_fractions)] if args.language_fractions else []
+    worker += ["--threads", str(args.threads)] if args.threads else []
+    call(worker, child_env(args, scratch), scratch / f"{name}.log")
+    done = json.loads(result.read_text())
+    return dict(
+        f1={language: done["f1_per_set"][language] for language in args.eval_languages},
+        eval_sentences=done["eval_sentences_per_set"],
+        train_sentences_seen=done["train_sentences"],
+        precision=done["precision"],
+        train_s=done["train_s"],
+        eval_s=done["eval_s"],
+    )
+
+
+def trainer_worker(args) -> None:
+    """In this process: bench_train.run_trainer on the training languages, scored on each evaluation language."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    bench_train = load_script("bench_train")
+    settings = argparse.Namespace(
+        model=args.model,
+        data_dir=args.train_dirs[0],
+        train_samples=args.train_samples,
+        eval_samples=args.eval_samples,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        mixed_precision=args.mixed_precision,
+    )
+    result = bench_train.run_trainer(settings, False, args.train_dirs, args.eval_dirs, args.language_fractions)
+    Path(args.trainer_worker).write_text(json.dumps(result, indent=1))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The job: every configuration for each seed; summary, JSON and markdown
+
+
+def workload(args) -> dict:
+    """What every run of this job shares; --resume reuses only runs of an identical workload."""
+    return dict(
+        model=Path(args.model).name,
+        train_languages=args.train_languages,
+        train_samples=args.train_samples,
+        language_fractions=args.language_fractions,
+        train_sentences=args.train_sentences,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        eval_languages=args.eval_languages,
+        eval_samples=args.eval_samples,
+        mixed_precision=args.mixed_precision,
+    )
+
+
+def count_train_sentences(args) -> dict[str, int]:
+    """Sentences per training language after --train-samples/--language-fractions (ner_accel's own selection)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from ner_accel.data import read_conll
+
+    counts = {}
+    for index, (language, directory) in enumerate(zip(args.train_languages, args.train_dirs)):
+        total = len(read_conll(Path(directory) / "train.conll"))
+        fraction = args.language_fractions[index] if args.language_fractions else 1.0
+        total = max(1, int(fraction * total)) if fraction < 1 else total
+        counts[language] = min(total, args.train_samples or total)
+    return counts
+
+
+def snapshot() -> dict:
+    """The commit the code ran from, and whether the files a run uses differ from it."""
+
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", "-C", str(ROOT), *argv], capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    changed = git("status", "--porcelain", "--", "src", "benchmarks/bench_train.py", "benchmarks/multilingual.py")
+    return dict(commit=git("rev-parse", "HEAD") or "unknown", uncommitted=changed.splitlines())
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return dict(cpu=cpu, cores=os.cpu_count(), python=sys.version.split()[0])
+
+
+def mean_sd(values: list[float]) -> dict:
+    return dict(mean=statistics.fmean(values), sd=statistics.stdev(values) if len(values) > 1 else 0.0, n=len(values))
+
+
+def summarise(runs: list[dict], columns: list[str]) -> dict:
+    """Per configuration: mean and sd over seeds per language and of the mean; paired differences by seed."""
+    summary = {}
+    for config in dict.fromkeys(r["config"] for r in runs):
+        mine = {r["seed"]: r for r in runs if r["config"] == config}
+        entry = {"flags": next(iter(mine.values()))["flags"], "seeds": sorted(mine)}
+        entry["f1"] = {c: mean_sd([mine[s]["f1"][c] for s in sorted(mine)]) for c in columns}
+        for reference in REFERENCES:
+            theirs = {r["seed"]: r for r in runs if r["config"] == reference}
+            seeds = sorted(set(mine) & set(theirs))
+            if reference == config or not seeds:
+                continue
+            paired = {"seeds": seeds}
+            for c in columns:
+                deltas = [mine[s]["f1"][c] - theirs[s]["f1"][c] for s in seeds]
+                paired[c] = {**mean_sd(deltas), "deltas": deltas}
+            entry[f"vs_{reference}"] = paired
+        summary[config] = entry
+    return summary
+
+
+def markdown(report: dict) -> str:
+    w, columns = report["workload"], report["columns"]
+    sentences = ", ".join(f"{n:,} {language}" for language, n in w["train_sentences"].items())
+    evaluated = f"first {w['eval_samples']:,}" if w["eval_samples"] else "all"
+    lines = [
+        f"### {w['model']}: trained on {'+'.join(w['train_languages'])} ({sentences} sentences), {w['epochs']} "
+        f"epoch(s), batch {w['batch_size']}; F1 on {', '.join(w['eval_languages'])} validation ({evaluated} "
+        "sentences of each)",
+        "",
+        f"Code: commit {report['snapshot']['commit']}"
+        + (" with uncommitted changes" if report["snapshot"]["uncommitted"] else "")
+        + f". Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, "
+        f"{report['threads'] or 'default'} thread(s) per run, shared with other jobs (wall times are notes, not "
+        f"a benchmark). Precision: {', '.join(sorted({r['precision'] for r in report['runs']}))}.",
+        "",
+        "#### Every run",
+        "",
+        "| config | flags | seed | " + " | ".join(columns) + " | train s | eval s | wall s |",
+        "|---|---|---|" + "---|" * len(columns) + "---|---|---|",
+    ]
+    for r in report["runs"]:
+        flags = "(Trainer)" if r["flags"] is None else f"`{r['flags']}`" if r["flags"] else "(defaults)"
+        lines.append(
+            f"| {r['config']} | {flags} | {r['seed']} | " + " | ".join(f"{r['f1'][c]:.4f}" for c in columns)
+            + f" | {r['train_s']:,.0f} | {r['eval_s']:,.0f} | {r['wall_s']:,.0f} |"
+        )  # fmt: skip
+    lines += [
+        "",
+        "#### Per configuration: F1 mean ± sd over seeds",
+        "",
+        "| config | seeds | " + " | ".join(columns) + " |",
+        "|---|---|" + "---|" * len(columns),
+    ]
+    for config, s in report["summary"].items():
+        cells = " | ".join(f"{s['f1'][c]['mean']:.4f} ± {s['f1'][c]['sd']:.4f}" for c in columns)
+        lines.append(f"| {config} | {', '.join(map(str, s['seeds']))} | {cells} |")
+    for reference in REFERENCES:
+        rows = [(config, s[f"vs_{reference}"]) for config, s in report["summary"].items() if f"vs_{reference}" in s]
+        if not rows:
+            continue
+        lines += [
+            "",
+            f"#### Paired differences against {reference}, by seed: mean ± sd (each seed's difference)",
+            "",
+            "| config | seeds | " + " | ".join(columns) + " |",
+            "|---|---|" + "---|" * len(columns),
+        ]
+        for config, p in rows:
+            cells = " | ".join(
+                f"{p[c]['mean']:+.4f} ± {p[c]['sd']:.4f} ({', '.join(f'{d:+.4f}' for d in p[c]['deltas'])})"
+                for c in columns
+            )
+            lines.append(f"| {config} | {', '.join(map(str, p['seeds']))} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(args, runs: list[dict], started: dict) -> dict:
+    columns = [*args.eval_languages, "mean"]
+    report = dict(
+        workload=workload(args),
+        columns=columns,
+        snapshot=started["snapshot"],
+        machine=started["machine"],
+        threads=args.threads,
+        configs=args.configs,
+        seeds=args.seeds,
+        summary=summarise(runs, columns),
+        runs=runs,
+    )
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=1))
+    output.with_suffix(".md").write_text(markdown(report))
+    return report
+
+
+def previous_runs(args) -> list[dict]:
+    """With --resume: the runs already in --output, if they are of this workload and code."""
+    output = Path(args.output)
+    if not args.resume or not output.is_file():
+        return []
+    old = json.loads(output.read_text())
+    if old["workload"] != workload(args):
+        raise SystemExit(f"--resume: {output} holds another workload ({old['workload']}); pass another --output")
+    return [r for r in old["runs"] if args.configs.get(r["config"], "absent") == r["flags"]]
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # Workload
+    parser.add_argument("--model", help="model directory (default: multilingual-e5-small via shared_models.py)")
+    parser.add_argument("--data-root", default=str(SHARED / "data" / "panx"), help="holds one directory a language")
+    parser.add_argument("--train-languages", nargs="+", default=["de"])
+    parser.add_argument("--eval-languages", nargs="+", default=["de", "fr", "en"])
+    parser.add_argument("--train-samples", type=int, help="first N training sentences of each language (none: all)")
+    parser.add_argument("--language-fractions", type=float, nargs="+", help="seeded fraction of each language")
+    parser.add_argument("--eval-samples", type=int, help="first N validation sentences of each language (none: all)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=24)
+    parser.add_argument("--mixed-precision", choices=["auto", "no", "bf16"], default="auto")
+    # Runs
+    parser.add_argument("--configs", nargs="+", default=[TRAINER, "seed_recipe"], help='trainer, presets, NAME="FLAGS"')
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42])
+    parser.add_argument("--threads", type=int, help="torch threads per run (OMP_NUM_THREADS; default torch's)")
+    parser.add_argument("--train-eval-samples", type=int, default=500, help="ner_accel.train's own evaluation (logs)")
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "multilingual.json"))
+    parser.add_argument("--resume", action="store_true", help="keep the runs of this workload already in --output")
+    parser.add_argument("--scratch", help="where runs are written and removed (default: a temporary directory)")
+    # Internal: the Trainer recipe in this process
+    parser.add_argument("--trainer-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.model is None:
+        args.model = str(load_script("shared_models").multilingual_e5_small())
+    args.model = os.path.abspath(args.model) if os.path.isdir(args.model) else args.model  # children run in ROOT
+    args.data_root = os.path.abspath(args.data_root)
+    args.train_dirs = [str(Path(args.data_root) / language) for language in args.train_languages]
+    args.eval_dirs = [str(Path(args.data_root) / language) for language in args.eval_languages]
+    if args.trainer_worker:
+        return trainer_worker(args)
+    args.configs = parse_configs(args.configs)
+    args.train_sentences = count_train_sentences(args)
+    started = dict(snapshot=snapshot(), machine=machine())
+    runs = previous_runs(args)
+    report = write_report(args, runs, started)
+    with tempfile.TemporaryDirectory(dir=args.scratch) as scratch:
+        for seed in args.seeds:
+            for config, flags in args.configs.items():
+                if any(r["config"] == config and r["seed"] == seed for r in runs):
+                    continue
+                print(f"[multilingual] {time.strftime('%H:%M:%S')} seed {seed}: {config}", file=sys.stderr, flush=True)
+                start, name = time.perf_counter(), f"{config}-{seed}"
+                if flags is None:
+                    result = run_trainer(args, seed, Path(scratch), name)
+                    if result.pop("train_sentences_seen") != sum(args.train_sentences.values()):
+                        raise SystemExit(f"{name}: the Trainer recipe saw other training sentences than ner_accel")
+                else:
+                    result = run_ner_accel(args, flags, seed, Path(scratch), name)
+                result["f1"]["mean"] = statistics.fmean(result["f1"][c] for c in args.eval_languages)
+                runs.append(
+                    dict(
+                        config=config,
+                        flags=flags,
+                        seed=seed,
+                        train_languages=args.train_languages,
+                        train_sentences=args.train_sentences,
+                        epochs=args.epochs,
+                        **result,
+                        wall_s=time.perf_counter() - start,
+                        commit=started["snapshot"]["commit"],
+                    )
+                )
+                print(f"[multilingual] {json.dumps(runs[-1])}", file=sys.stderr, flush=True)
+                report = write_report(args, runs, started)
+    print(markdown(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()

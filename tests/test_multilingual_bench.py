@@ -1,0 +1,53 @@
+"""benchmarks/multilingual.py end to end on the tiny model: Trainer recipe and one ner_accel configuration, three
+languages, one seed; the report's structure, not its numbers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from conftest import TRAIN, VALIDATION
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_multilingual_bench_end_to_end(tmp_path, tiny_model):
+    pytest.importorskip("seqeval")
+    root = tmp_path / "panx"
+    for language in ("de", "fr", "en"):  # the same sentences under three names: the languages of the report
+        (root / language).mkdir(parents=True)
+        (root / language / "train.conll").write_text(TRAIN, encoding="utf-8")
+        (root / language / "validation.conll").write_text(VALIDATION, encoding="utf-8")
+    output = tmp_path / "out" / "trials.json"
+    argv = ["--model", str(tiny_model), "--data-root", str(root), "--train-languages", "de", "fr"]
+    argv += ["--train-samples", "4", "--epochs", "1", "--batch-size", "2", "--seeds", "7", "--threads", "1"]
+    argv += ["--configs", "trainer", "lr=--learning-rate 1e-4", "--output", str(output)]
+    report = load_script("multilingual").main(argv)
+
+    saved = json.loads(output.read_text())
+    assert saved["columns"] == ["de", "fr", "en", "mean"] == report["columns"]
+    assert saved["workload"]["train_sentences"] == {"de": 4, "fr": 4}
+    runs = {r["config"]: r for r in saved["runs"]}
+    assert list(runs) == ["trainer", "lr"] and runs["trainer"]["flags"] is None
+    assert runs["lr"]["flags"] == "--learning-rate 1e-4" and runs["lr"]["hyper_parameters"]["learning_rate"] == 1e-4
+    for run in runs.values():
+        assert run["seed"] == 7 and run["epochs"] == 1 and run["train_languages"] == ["de", "fr"]
+        assert run["f1"].keys() == {"de", "fr", "en", "mean"} and all(0 <= f <= 1 for f in run["f1"].values())
+        assert run["eval_sentences"] == {"de": 3, "fr": 3, "en": 3}
+        assert run["commit"] == saved["snapshot"]["commit"] and run["wall_s"] > 0
+    paired = saved["summary"]["lr"]["vs_trainer"]
+    assert paired["seeds"] == [7] and paired["mean"]["deltas"] == [
+        runs["lr"]["f1"]["mean"] - runs["trainer"]["f1"]["mean"]
+    ]
+    assert saved["summary"]["trainer"]["f1"]["de"]["n"] == 1
+    table = output.with_suffix(".md").read_text()
+    assert "| lr | `--learning-rate 1e-4` | 7 |" in table and "Paired differences against trainer" in table
