@@ -1,18 +1,28 @@
-"""Resumable checkpoints: written atomically, rotated, found again by `--resume latest` or a path."""
+"""Resumable checkpoints: written atomically with checksums, rotated, verified and found again by `--resume`."""
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import json
+import logging
+import os
 import shutil
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list, gather_object
+from safetensors import safe_open
 
 from .artifacts import write_json
-from .errors import UsageError
+from .errors import UsageError, WriteFailed, write_failure
+
+logger = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
+CHECKSUMS = "checksums"  # in STATE_FILE: the sha256 and size of every other file of the checkpoint
 LATEST = "latest"
 BEST = "best"
 
@@ -63,6 +73,7 @@ class TrainerState:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainerState:
+        data = {key: value for key, value in data.items() if key != CHECKSUMS}
         if "best_checkpoint" in data:  # written by ner_accel before best_step: "step-0000006" or None
             name = data.pop("best_checkpoint")
             data["best_step"] = int(name.removeprefix("step-")) if name else None
@@ -70,83 +81,291 @@ class TrainerState:
 
 
 class Checkpoints:
-    """The run's checkpoints/ directory: step-NNNNNNN subdirectories plus `latest` and `best` pointer files."""
+    """The run's checkpoints/ directory: step-NNNNNNN subdirectories plus `latest` and `best` pointer files.
+
+    Only the main process changes it, under the run directory's lock (run_lock.py). A checkpoint is complete once
+    its trainer_state.json, written last with the checksums of every other file, is there; nothing complete is
+    ever deleted before its replacement is in place."""
 
     def __init__(self, run_dir: Path, keep: int) -> None:
         self.root = run_dir / "checkpoints"
         self.keep = keep
+        self.saved: tuple[int, dict] | None = None  # the step and trainer state this object saved last
 
     def clear(self, accelerator: Accelerator) -> None:
         """Remove an earlier run's checkpoints (--overwrite): rotated together with this run's, its later steps
         would outlive ours and `latest` would point at a deleted one."""
         if accelerator.is_main_process and self.root.exists():
-            shutil.rmtree(self.root)
+            discard(self.root)
         accelerator.wait_for_everyone()
 
-    def _pointer(self, name: str) -> Path | None:
-        pointer = self.root / name
-        if not pointer.is_file():
-            return None
-        target = self.root / pointer.read_text().strip()
-        return target if (target / STATE_FILE).is_file() else None
-
     def latest(self) -> Path | None:
-        return self._pointer(LATEST)
+        """The checkpoint `latest` names, if it holds a trainer state."""
+        target = self._named(LATEST)
+        return target if target is not None and (target / STATE_FILE).is_file() else None
+
+    def _named(self, pointer: str) -> Path | None:
+        try:
+            return self.root / (self.root / pointer).read_text().strip()
+        except OSError:
+            return None
 
     def path(self, step: int) -> Path:
         return self.root / f"step-{step:07d}"
 
+    def newest_first(self) -> list[Path]:
+        """The checkpoints `--resume latest` tries: the one `latest` names, then the older ones, newest first."""
+        steps = sorted((p for p in self.root.glob("step-*") if p.is_dir()), reverse=True)
+        named = self._named(LATEST)
+        if named in steps:  # a newer one would belong to a timeline a resume from an older checkpoint left behind
+            steps = [p for p in steps if p.name <= named.name]
+        return steps
+
+    def newest_good(self, excluding: Path | None = None) -> Path | None:
+        """The newest checkpoint that verifies."""
+        return next((p for p in self.newest_first() if p != excluding and verify(p) is None), None)
+
     def save(self, accelerator: Accelerator, state: TrainerState) -> Path:
-        """Every process writes its part into a staging directory; the main process renames it into place,
-        then moves `latest` (and `best`), so a crash mid-save leaves the previous checkpoint the latest."""
+        """Write the checkpoint of `state.step`, unless this very state is saved already (a stop signal right
+        after a checkpoint). Every process writes its part into a staging directory; the main process adds
+        trainer_state.json and renames it into place (replacing an earlier save of this step only once the new
+        one is complete), then moves `latest` (and `best`). A failure on any process, a full disk above all,
+        is agreed on by all of them: each raises the same WriteFailed, the partial files are removed, and the
+        previous checkpoint stays the latest."""
         target = self.path(state.step)
-        name, is_best = target.name, state.best_step == state.step
-        staging = self.root / f".{name}.tmp"
-        if accelerator.is_main_process and staging.exists():
-            shutil.rmtree(staging)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(staging), safe_serialization=True)
-        accelerator.wait_for_everyone()  # save_state has no barrier: rank 1 may still be writing its RNG state
+        record = asdict(state)
+        if self.saved == (state.step, record):
+            return target
+        staging = self.root / f".{target.name}.tmp"
         if accelerator.is_main_process:
-            write_json(staging / STATE_FILE, asdict(state))
-            if target.exists():
-                shutil.rmtree(target)
-            staging.rename(target)
-            self._set_pointer(LATEST, name)
-            if is_best:
-                self._set_pointer(BEST, name)
-            self._rotate(best=self.path(state.best_step).name if state.best_step is not None else None)
+            self.recover()  # leftovers of a killed save (a staging directory of this name among them)
         accelerator.wait_for_everyone()
+        error = attempt(lambda: accelerator.save_state(str(staging), safe_serialization=True))
+        failure = agree(accelerator, describe(error, staging))  # also the barrier: rank 1 may still be writing
+        if failure is None and accelerator.is_main_process:
+            error = attempt(lambda: self._publish(staging, target, record))
+        failure = agree(accelerator, describe(error, staging))
+        if failure is not None:
+            bug = error if error is not None and write_failure(error, staging) is None else None
+            # A failed torch.save keeps its file open from the traceback, in a reference cycle: let go of it and
+            # collect, so that the deleted partial file frees its space now, not when the process ends.
+            error = None
+            if accelerator.is_main_process:
+                self.recover()
+            gc.collect()
+            if bug is not None:
+                raise bug  # not the disk: it keeps its traceback
+            raise WriteFailed(f"cannot write checkpoint {target} ({failure}); its partial files were removed", failure)
+        self.saved = (state.step, record)
         return target
 
-    def _set_pointer(self, pointer: str, name: str) -> None:
+    def _publish(self, staging: Path, target: Path, record: dict) -> None:
+        """Complete the staging directory and swap it in. Everything that needs disk space comes first, so a
+        full disk stops the save before anything has moved; then only renames, and deletions last."""
+        write_json(staging / STATE_FILE, {**record, CHECKSUMS: file_checksums(staging)})
+        pointers = [LATEST, BEST] if record["best_step"] == record["step"] else [LATEST]
+        prepared = {pointer: self._prepare_pointer(pointer, target.name) for pointer in pointers}
+        retired = None
+        if target.exists():  # saved before at this step: the final evaluation after a --checkpoint-steps save
+            retired = target.with_name(f".{target.name}.old-{os.getpid()}")
+            target.rename(retired)
+        staging.rename(target)
+        for pointer, temporary in prepared.items():
+            temporary.replace(self.root / pointer)
+        if retired is not None:
+            shutil.rmtree(retired)
+        best = self.path(record["best_step"]).name if record["best_step"] is not None else None
+        self._rotate(best)
+
+    def _prepare_pointer(self, pointer: str, name: str) -> Path:
         temporary = self.root / f".{pointer}.tmp"
-        temporary.write_text(name + "\n")
-        temporary.replace(self.root / pointer)
+        with open(temporary, "w", encoding="utf-8") as stream:
+            stream.write(name + "\n")
+        return temporary
 
     def _rotate(self, best: str | None) -> None:
         """Keep the newest `keep` checkpoints and the best one."""
         steps = sorted(p for p in self.root.glob("step-*") if p.is_dir())
         for old in steps[: -self.keep]:
             if old.name != best:
-                shutil.rmtree(old)
+                discard(old)
+
+    def recover(self) -> None:
+        """Tidy what a killed or failed save left, so its disk space comes back: staging directories, pointer
+        temporaries and checkpoints being deleted go; a checkpoint moved aside by a replacement that never
+        completed comes back (it was complete). Main process only, under the run lock."""
+        if not self.root.is_dir():
+            return
+        for leftover in sorted(self.root.glob(".*")):
+            name = leftover.name
+            if ".old-" in name:
+                original = self.root / name[1:].split(".old-")[0]
+                if not original.exists():
+                    leftover.rename(original)
+                    continue
+            if name.endswith((".tmp", ".deleting")) or ".old-" in name:
+                if leftover.is_dir():
+                    shutil.rmtree(leftover)
+                else:
+                    leftover.unlink(missing_ok=True)
 
 
-def resolve_resume(resume: str, run_dir: Path) -> Path:
-    """`latest` (this run's newest complete checkpoint) or an explicit checkpoint directory."""
+def discard(path: Path) -> None:
+    """Delete a directory by first renaming it to a leftover name: killed midway, it never looks complete."""
+    doomed = path.with_name(f".{path.name}.deleting")
+    if doomed.exists():
+        shutil.rmtree(doomed)
+    path.rename(doomed)
+    shutil.rmtree(doomed)
+
+
+def attempt(action) -> Exception | None:
+    """Run `action`; the exception it raised, if any (processes must agree on it before anyone raises)."""
+    try:
+        action()
+    except Exception as error:
+        return error
+    return None
+
+
+def describe(error: Exception | None, place: Path) -> str | None:
+    """What went wrong, in a few words, for the one-line message (None: nothing did)."""
+    if error is None:
+        return None
+    first_line = next(iter(str(error).splitlines()), "")
+    return write_failure(error, place) or f"{type(error).__name__}: {first_line}"
+
+
+def agree(accelerator: Accelerator, failure: str | None) -> str | None:
+    """The first process's failure, known to every process: a collective, so it is also a barrier."""
+    if accelerator.num_processes == 1:
+        return failure
+    return next((f for f in gather_object([failure]) if f is not None), None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checksums and verification
+
+
+def file_digest(path: Path, block: int = 2**20) -> str:
+    """sha256 of a file, read in blocks (a checkpoint's optimizer state is gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_checksums(directory: Path) -> dict[str, dict]:
+    """The sha256 and size of every file under `directory` but the trainer state."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != STATE_FILE)
+    return {p.relative_to(directory).as_posix(): {"sha256": file_digest(p), "bytes": p.stat().st_size} for p in files}
+
+
+def verify(checkpoint: Path) -> str | None:
+    """What is wrong with a checkpoint, naming the file (None when it is sound): a missing or unreadable trainer
+    state, a missing file, a size or sha256 that differs from what was written; for a checkpoint written before
+    checksums, a file that does not load."""
+    state_file = checkpoint / STATE_FILE
+    try:
+        record = json.loads(state_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"{state_file} is missing"
+    except (OSError, ValueError) as error:
+        return f"{state_file} is unreadable ({error})"
+    checksums = record.get(CHECKSUMS) if isinstance(record, dict) else None
+    if checksums is None:
+        return load_problem(checkpoint)
+    for name, written in checksums.items():
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{path} is missing"
+        if path.stat().st_size != written["bytes"]:
+            return f"{path} has {path.stat().st_size} bytes, {written['bytes']} were written"
+        if file_digest(path) != written["sha256"]:
+            return f"{path} fails its sha256 checksum"
+    return None
+
+
+def load_problem(checkpoint: Path) -> str | None:
+    """For a checkpoint without checksums: model weights present, safetensors headers whole, torch's zip
+    archives intact (their CRCs)."""
+    files = sorted(p for p in checkpoint.rglob("*") if p.is_file() and p.name != STATE_FILE)
+    if not any(p.name.startswith(("model", "pytorch_model")) for p in files):
+        return f"{checkpoint} has no model weights (model.safetensors)"
+    for path in files:
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(path, "pt"):
+                    pass
+            elif path.suffix in (".bin", ".pkl"):
+                with zipfile.ZipFile(path) as archive:
+                    broken = archive.testzip()
+                if broken is not None:
+                    return f"{path} does not load (its {broken} fails its CRC)"
+        except Exception as error:  # whatever safetensors or zipfile raise for a damaged file
+            return f"{path} does not load ({type(error).__name__}: {error})"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Resuming
+
+
+def resolve_resume(resume: str, run_dir: Path, accelerator: Accelerator | None = None) -> Path:
+    """`latest` (this run's newest checkpoint that verifies) or an explicit checkpoint directory, which must
+    verify. Decided on the main process, which reads every file once, and the same on every process."""
+    if accelerator is None:  # one process
+        return find_checkpoint(resume, run_dir)
+    answer = [None, None]
+    if accelerator.is_main_process:
+        try:
+            answer = [str(find_checkpoint(resume, run_dir)), None]
+        except UsageError as error:
+            answer = [None, str(error)]
+    path, refusal = broadcast_object_list(answer)
+    if refusal is not None:
+        raise UsageError(refusal)
+    return Path(path)
+
+
+def find_checkpoint(resume: str, run_dir: Path) -> Path:
+    """resolve_resume's answer, on one process: the checkpoint, or a UsageError naming the damaged file."""
+    checkpoints = Checkpoints(run_dir, keep=1)
+    checkpoints.recover()  # a replacement killed midway: the checkpoint it had moved aside comes back
     if resume == LATEST:
-        found = Checkpoints(run_dir, keep=1).latest()
-        if found is None:
-            raise UsageError(
-                f"--resume latest: {run_dir / 'checkpoints'} holds no complete checkpoint; start without --resume"
-            )
-        return found
+        for candidate in checkpoints.newest_first():
+            problem = verify(candidate)
+            if problem is None:
+                return candidate
+            logger.warning(f"--resume latest: skipping {candidate.name}: {problem}")
+        raise UsageError(
+            f"--resume latest: {checkpoints.root} holds no complete checkpoint that verifies; start without --resume"
+        )
     path = Path(resume)
     if not (path / STATE_FILE).is_file():
         raise UsageError(
-            f"--resume {resume}: not a ner_accel checkpoint (no {STATE_FILE}); pass a checkpoints/step-* directory or 'latest'"
+            f"--resume {resume}: not a ner_accel checkpoint (no {STATE_FILE}); "
+            "pass a checkpoints/step-* directory or 'latest'"
         )
+    problem = verify(path)
+    if problem is not None:
+        beside = Checkpoints(path.parent.parent, keep=1)  # the checkpoints/ this one sits in
+        good = beside.newest_good(excluding=path) or checkpoints.newest_good(excluding=path)
+        advice = f"the newest good checkpoint is {good} (pass --resume {good})" if good else "no other verifies"
+        raise UsageError(f"--resume {resume}: {problem}; {advice}")
     return path
+
+
+def resume_hint(run_dir: Path) -> str:
+    """After a failed write: the checkpoint a resume would start from, and the command."""
+    latest = Checkpoints(run_dir, keep=1).latest()
+    if latest is None:
+        return "no checkpoint was saved yet: free space (or fix the disk), then run the same command again"
+    return (
+        f"the last good checkpoint is {latest}: free space (or fix the disk), "
+        "then resume with the same command plus --resume latest"
+    )
 
 
 def load_trainer_state(checkpoint: Path, labels: list[str], settings: dict) -> TrainerState:

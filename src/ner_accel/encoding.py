@@ -13,6 +13,7 @@ import datasets
 from datasets import Dataset
 
 from .alignment import align_labels, inside_ids
+from .errors import WriteFailed, write_failure
 
 logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -39,8 +40,36 @@ def encode_batch(batch: dict, tokenizer, label2id: dict[str, int], max_length: i
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
-    """Identifies the tokenizer by content, so a changed vocabulary never reuses a stale cache."""
-    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
+    """Identifies the tokenizer by content, so a changed vocabulary never reuses a stale cache. The truncation and
+    padding a call sets on the backend are left out: the first tokenization would change the key of the next."""
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    state.pop("truncation", None)
+    state.pop("padding", None)
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def content_fingerprint(words: Dataset) -> str:
+    """Identifies the sentences by their content (every column), so a changed data file never reuses a stale
+    cache, whatever datasets' own fingerprint of an in-memory dataset is made of."""
+    digest = hashlib.sha256()
+    for column, values in sorted(words[:].items()):
+        digest.update(json.dumps([column, values], ensure_ascii=False).encode())
+    return digest.hexdigest()[:16]
+
+
+def check_cache(path: Path, rows: int, name: str) -> None:
+    """Remove a cache file that does not read back whole (truncated by a kill or a full disk), with a warning:
+    datasets would otherwise fail on it, or serve fewer rows."""
+    if not path.exists():
+        return
+    try:
+        cached = Dataset.from_file(str(path))
+        problem = None if cached.num_rows == rows else f"{cached.num_rows} rows for {rows} sentences"
+    except Exception as error:  # whatever pyarrow raises for a damaged stream
+        problem = f"{type(error).__name__}: {error}"
+    if problem is not None:
+        logger.warning("%s: tokenization cache %s is damaged (%s); rebuilding it", name, path, problem)
+        path.unlink()
 
 
 def encode_dataset(
@@ -54,25 +83,34 @@ def encode_dataset(
 ) -> Dataset:
     """Sub-token inputs and aligned labels for every sentence, cached by content (words, tokenizer, settings)."""
     key = json.dumps(
-        [FORMAT_VERSION, words._fingerprint, tokenizer_fingerprint(tokenizer), labels, max_length, label_all_tokens]
-    )
+        [FORMAT_VERSION, content_fingerprint(words), tokenizer_fingerprint(tokenizer), labels, max_length,
+         label_all_tokens]
+    )  # fmt: skip
     cache = Path(cache_dir or os.environ.get("HF_DATASETS_CACHE") or datasets.config.HF_DATASETS_CACHE) / "ner_accel"
     cache.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:24]
-    encoded = words.map(
-        partial(
-            encode_batch,
-            tokenizer=tokenizer,
-            label2id={label: i for i, label in enumerate(labels)},
-            max_length=max_length,
-            label_all_tokens=label_all_tokens,
-        ),
-        batched=True,
-        remove_columns=["tokens", "tags"],
-        cache_file_name=str(cache / f"encoded-{digest}.arrow"),
-        new_fingerprint=digest,
-        desc=f"Tokenizing {name}",
-    )
+    cache_file = cache / f"encoded-{digest}.arrow"
+    check_cache(cache_file, len(words), name)
+    try:
+        encoded = words.map(
+            partial(
+                encode_batch,
+                tokenizer=tokenizer,
+                label2id={label: i for i, label in enumerate(labels)},
+                max_length=max_length,
+                label_all_tokens=label_all_tokens,
+            ),
+            batched=True,
+            remove_columns=["tokens", "tags"],
+            cache_file_name=str(cache_file),
+            new_fingerprint=digest,
+            desc=f"Tokenizing {name}",
+        )
+    except Exception as error:  # datasets removes its temporary file itself
+        reason = write_failure(error, cache)
+        if reason is None:
+            raise
+        raise WriteFailed(f"cannot write the tokenization cache {cache_file} ({reason})", reason) from None
     lost = encoded["words_lost"]
     if any(lost):
         sentences = sum(1 for n in lost if n)

@@ -1,20 +1,80 @@
-"""The one error users can fix themselves, and how a command-line entry turns it into one line and exit code 2."""
+"""The errors users can fix themselves (bad input, a full or failing disk) and how a command-line entry turns each
+into one line on stderr: exit code 2 for bad input, 1 for a write that failed."""
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 
 class UsageError(Exception):
     """Bad input the user can fix: printed as one line, exit code 2, nothing written."""
 
 
+class WriteFailed(Exception):
+    """A file could not be written (disk full, quota, I/O error): one line naming what and where, exit code 1."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # why, in a few words ("No space left on device"), for messages that wrap this one
+
+    def __reduce__(self):  # pickled whole when the main process hands it to the others
+        return WriteFailed, (str(self), self.reason)
+
+
+# torch.save reports a failed write as a RuntimeError of its zip writer, without the errno.
+TORCH_WRITER_FAILURES = ("PytorchStreamWriter", "inline_container.cc", "file write failed")
+FULL_BELOW_BYTES = 2**20  # free space under which a write that failed without an errno is put down to a full disk
+
+
+def write_failure(error: BaseException, place: Path) -> str | None:
+    """Why a write into `place` failed, in a few words, when `error` (or an error it was raised while handling:
+    libraries clean up and fail again) is a failed write, else None: an OSError, a safetensors or tokenizers I/O
+    error, or torch's zip writer error (whose errno is lost, so the free space decides)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        reason = own_write_failure(error, place)
+        if reason is not None:
+            return reason
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def own_write_failure(error: BaseException, place: Path) -> str | None:
+    if isinstance(error, WriteFailed):
+        return error.reason
+    if isinstance(error, OSError):
+        return error.strerror or str(error) or "I/O error"
+    text = str(error)
+    if "I/O error: " in text or "(os error " in text:  # safetensors and tokenizers (Rust): "I/O error: No space..."
+        return text.split("I/O error: ")[-1].split(" (os error")[0]
+    if any(marker in text for marker in TORCH_WRITER_FAILURES):
+        if free_bytes(place) < FULL_BELOW_BYTES:
+            return os.strerror(errno.ENOSPC)
+        return f"torch.save failed: {text.splitlines()[0]}"
+    return None
+
+
+def free_bytes(place: Path) -> int:
+    """Free bytes on the file system holding `place` (its nearest existing ancestor)."""
+    existing = next((p for p in [Path(place).absolute(), *Path(place).absolute().parents] if p.exists()), Path("/"))
+    return shutil.disk_usage(existing).free
+
+
 def run_command(command: Callable[[], object]) -> int:
-    """Run a command-line entry: 0 on success; bad input becomes one `error: ...` line on stderr and exit 2."""
+    """Run a command-line entry: 0 on success; bad input becomes one `error: ...` line on stderr and exit 2, a
+    failed write one line and exit 1."""
     try:
         command()
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except WriteFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
