@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from .artifacts import check_output_file
 from .cli import CommandParser
-from .errors import UsageError, run_command
+from .errors import UsageError, WriteFailed, run_command, write_failure
 from .lines import numbered_lines
 from .tagger import Tagger
 
@@ -136,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
 
 @contextmanager
 def output_stream(path: str | None) -> Iterator[TextIO]:
-    """Standard output, or a temporary file beside `path` that replaces it only when everything was written."""
+    """Standard output, or a temporary file beside `path` that replaces it only when everything was written; a
+    failed write (a full disk) removes the temporary file and raises WriteFailed naming --output."""
     if path is None:
         yield sys.stdout
         return
@@ -147,6 +148,12 @@ def output_stream(path: str | None) -> Iterator[TextIO]:
         with temporary.open("w", encoding="utf-8") as stream:
             yield stream
         os.replace(temporary, target)
+    except OSError as error:
+        # A write to the open stream carries no file name; an error naming another file (the input) is not ours.
+        if error.filename is not None and Path(error.filename) not in (temporary, target):
+            raise
+        reason = write_failure(error, target)
+        raise WriteFailed(f"cannot write --output {target} ({reason}); the partial file was removed", reason) from None
     finally:
         temporary.unlink(missing_ok=True)
 

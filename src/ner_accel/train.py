@@ -28,17 +28,18 @@ from transformers import get_scheduler
 
 from .artifacts import CONFIG_FILE, MODEL_DIR, check_output_dir, check_run_dir, save_final, write_json
 from .batching import LengthGroupedBatches, make_loader, pad_multiple, padding_efficiency
-from .checkpoint import Checkpoints, TrainerState, load_trainer_state, resolve_resume
+from .checkpoint import Checkpoints, TrainerState, load_trainer_state, resolve_resume, resume_hint
 from .config import TrainConfig, parse_config
 from .console import print_results, setup_logging
 from .data import Corpus, load_corpus
 from .encoding import encode_dataset
-from .errors import UsageError
+from .errors import UsageError, WriteFailed
 from .html_report import RUN_REPORT, write_html
 from .model import load_model, load_tokenizer, sequence_limit
 from .model_card import check_push_target, model_card, push_to_hub, write_model_card
 from .optimization import LossMeter, build_optimizer, forward_backward, optimizer_steps
 from .precision import make_accelerator
+from .run_lock import lock_run_dir, release_run_locks
 from .scoring import score, score_sets
 from .signals import Preempted, StopSignal
 from .tracking import closed_at_exit, evaluation_scalars, resolve_trackers, start_tracking
@@ -121,8 +122,9 @@ def set_up(config: TrainConfig, accelerator: Accelerator) -> Run:
     """Check the run directory, load data and model, build AdamW and the schedule, prepare, resume if asked."""
     run_dir = config.run_dir
     check_output_dir(run_dir, "--output-dir/--run-name")
+    lock_run_dir(run_dir, accelerator)  # one run per directory, before anything in it is read or written
     check_run_dir(run_dir, config.overwrite, resuming=config.resume is not None)
-    resume_from = resolve_resume(config.resume, run_dir) if config.resume else None
+    resume_from = resolve_resume(config.resume, run_dir, accelerator) if config.resume else None
     if config.push_to_hub:  # a malformed repository id or a missing token fails now, not after training
         check_push_target(config.push_to_hub)
 
@@ -339,6 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     except FloatingPointError as error:
         print(f"error: {error}; the last good checkpoint is kept (resume with --resume latest)", file=sys.stderr)
         return 1
+    except WriteFailed as error:  # a full or failing disk; argv parsed fine before, so the run directory is known
+        print(f"error: {error}; {resume_hint(parse_config(argv).run_dir)}", file=sys.stderr)
+        return 1
+    finally:
+        release_run_locks()  # for callers that run several jobs in one process; an exit releases it anyway
     return 0
 
 
