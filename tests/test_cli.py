@@ -125,3 +125,30 @@ def test_cpu_launch_recipe_without_its_variable_is_one_job(tiny_model, conll_dir
     assert "2 process(es) x 2 x 1 accumulation" in log and "1 process(es)" not in log
     (config,) = (tmp_path / "out").glob("*/train_config.json")
     assert json.loads(config.read_text())["num_processes"] == 2
+
+
+def test_what_a_run_writes_takes_the_users_umask(tiny_model, conll_dir, tmp_path):
+    """A colleague on a shared file system can read the model: no private staging modes survive the renames."""
+    args = ["--model", tiny_model, "--data-dir", conll_dir, "--output-dir", tmp_path / "out", "--num-train-epochs", "1"]
+    previous = os.umask(0o022)
+    try:
+        assert run_training(args) == 0
+    finally:
+        os.umask(previous)
+    (run,) = (tmp_path / "out").iterdir()
+    modes = {str(p.relative_to(run)): p.stat().st_mode & 0o777 for p in [run, *run.rglob("*")]}
+    assert modes["model"] == modes["checkpoints"] == 0o755 and modes["model/model.safetensors"] == 0o644
+    assert {mode for path, mode in modes.items() if (run / path).is_file()} == {0o644}
+    assert {mode for path, mode in modes.items() if (run / path).is_dir()} == {0o755}
+
+
+def test_the_end_of_run_summary_says_where_things_are_and_what_they_take(tiny_model, conll_dir, tmp_path, capsys):
+    args = ["--model", tiny_model, "--data-dir", conll_dir, "--output-dir", tmp_path, "--run-name", "r"]
+    assert run_training([*args, "--num-train-epochs", "1"]) == 0
+    summary = " ".join(capsys.readouterr().err.split())  # rich wraps the line
+    assert "done in" in summary and "sentences/s" in summary and "F1" in summary
+    assert (
+        f"model: {tmp_path / 'r' / 'model'} (" in summary
+        and f"checkpoints: {tmp_path / 'r' / 'checkpoints'} (" in summary
+    )
+    assert "MiB" in summary

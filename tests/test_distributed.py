@@ -272,7 +272,7 @@ def test_only_the_main_process_writes_artifacts_and_logs(two_processes):
     parts = ["model.safetensors", "optimizer.bin", "random_states_0.pkl", "random_states_1.pkl", "scheduler.bin",
              "trainer_state.json"]  # fmt: skip
     assert written == sorted(
-        ["checkpoints/best", "checkpoints/latest", "metrics.json", "report.html", "report.txt", "train_config.json",
+        ["checkpoints/latest", "metrics.json", "report.html", "report.txt", "train_config.json",
          "model/README.md", "model/config.json", "model/model.safetensors", "model/tokenizer.json",
          "model/tokenizer_config.json",
          *(f"checkpoints/{step}/{part}" for step in steps for part in parts)]

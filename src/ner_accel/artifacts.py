@@ -28,6 +28,7 @@ def atomic_directory(target: Path):
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield staging
+        honour_umask(staging)
         if target.exists():
             retired = target.with_name(f".{target.name}.old-{os.getpid()}")
             target.rename(retired)
@@ -38,6 +39,16 @@ def atomic_directory(target: Path):
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def honour_umask(directory: Path) -> None:
+    """Give a finished directory tree the modes the user's umask asks for. mkdtemp makes its directory private
+    (0700) and safetensors its files (0600), which would keep colleagues on a shared file system out of the model."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(directory, 0o777 & ~umask)
+    for path in directory.rglob("*"):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def write_text(path: Path, text: str) -> None:

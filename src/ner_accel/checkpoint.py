@@ -16,7 +16,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
 from safetensors import safe_open
 
-from .artifacts import write_json
+from .artifacts import honour_umask, write_json
 from .errors import UsageError, WriteFailed, write_failure
 
 logger = logging.getLogger(__name__)
@@ -87,9 +87,10 @@ class Checkpoints:
     its trainer_state.json, written last with the checksums of every other file, is there; nothing complete is
     ever deleted before its replacement is in place."""
 
-    def __init__(self, run_dir: Path, keep: int) -> None:
+    def __init__(self, run_dir: Path, keep: int, keep_best: bool = True) -> None:
         self.root = run_dir / "checkpoints"
         self.keep = keep
+        self.keep_best = keep_best  # --load-best needs the best checkpoint at the end; nothing else does
         self.saved: tuple[int, dict] | None = None  # the step and trainer state this object saved last
 
     def clear(self, accelerator: Accelerator) -> None:
@@ -163,7 +164,8 @@ class Checkpoints:
         """Complete the staging directory and swap it in. Everything that needs disk space comes first, so a
         full disk stops the save before anything has moved; then only renames, and deletions last."""
         write_json(staging / STATE_FILE, {**record, CHECKSUMS: file_checksums(staging)})
-        pointers = [LATEST, BEST] if record["best_step"] == record["step"] else [LATEST]
+        honour_umask(staging)
+        pointers = [LATEST, BEST] if self.keep_best and record["best_step"] == record["step"] else [LATEST]
         prepared = {pointer: self._prepare_pointer(pointer, target.name) for pointer in pointers}
         retired = None
         if target.exists():  # saved before at this step: the final evaluation after a --checkpoint-steps save
@@ -174,7 +176,7 @@ class Checkpoints:
             temporary.replace(self.root / pointer)
         if retired is not None:
             shutil.rmtree(retired)
-        best = self.path(record["best_step"]).name if record["best_step"] is not None else None
+        best = self.path(record["best_step"]).name if self.keep_best and record["best_step"] is not None else None
         self._rotate(best)
 
     def _prepare_pointer(self, pointer: str, name: str) -> Path:
@@ -184,7 +186,7 @@ class Checkpoints:
         return temporary
 
     def _rotate(self, best: str | None) -> None:
-        """Keep the newest `keep` checkpoints and the best one."""
+        """Keep the newest `keep` checkpoints, and the best one where it is kept."""
         steps = sorted(p for p in self.root.glob("step-*") if p.is_dir())
         for old in steps[: -self.keep]:
             if old.name != best:

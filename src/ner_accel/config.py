@@ -143,7 +143,10 @@ class TrainConfig:
     checkpoint_steps: int | None = field(
         default=None, metadata={"help": "Save a resumable checkpoint every N optimizer steps (and at each epoch end)."}
     )
-    keep_checkpoints: int = field(default=2, metadata={"help": "Keep the last K checkpoints (plus the best)."})
+    keep_checkpoints: int = field(
+        default=1,
+        metadata={"help": "Keep the last K checkpoints (resume needs one; with --load-best the best is kept too)."},
+    )
     load_best: bool = field(default=False, metadata={"help": "Make the final model the best by validation F1."})
     patience: int | None = field(default=None, metadata={"help": "Stop after N evaluations without a better F1."})
     resume: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint directory to continue from."})

@@ -22,6 +22,7 @@ def setup_logging(accelerator: Accelerator) -> Console:
         force=True,
     )
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # "Loading weights", "Writing model shards": noise around our own bar
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # save_state logs every file it writes
     return console
 

@@ -66,15 +66,20 @@ def free_bytes(place: Path) -> int:
     return shutil.disk_usage(existing).free
 
 
+def say(line: str, exit_code: int) -> int:
+    """Print one line on stderr in a single write (the lines of a job's processes never interleave); return the code."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+    return exit_code
+
+
 def run_command(command: Callable[[], object]) -> int:
     """Run a command-line entry: 0 on success; bad input becomes one `error: ...` line on stderr and exit 2, a
     failed write one line and exit 1."""
     try:
         command()
     except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return say(f"error: {error}", 2)
     except WriteFailed as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return say(f"error: {error}", 1)
     return 0

@@ -33,7 +33,7 @@ from .config import TrainConfig, parse_config
 from .console import print_results, setup_logging
 from .data import Corpus, load_corpus
 from .encoding import encode_dataset
-from .errors import UsageError, WriteFailed
+from .errors import UsageError, WriteFailed, say
 from .html_report import RUN_REPORT, write_html
 from .model import load_model, load_tokenizer, sequence_limit
 from .model_card import check_push_target, model_card, push_to_hub, write_model_card
@@ -85,6 +85,7 @@ def train(config: TrainConfig) -> dict:
             if state.out_of_patience(config.patience):
                 logger.info(f"early stop: no better F1 in {config.patience} evaluations")
                 break
+        progress.close()  # the bar's last line before the final evaluation's and the summary's
         final = finish(run, losses, console)
         if stop.received:  # a signal during the final evaluation or save, which completed first
             raise Preempted(config.run_dir / MODEL_DIR, stop.received, finished=True)
@@ -159,7 +160,7 @@ def set_up(config: TrainConfig, accelerator: Accelerator) -> Run:
     model, optimizer, train_loader, scheduler, *prepared_eval = accelerator.prepare(
         model, optimizer, train_loader, scheduler, *eval_loaders.values()
     )
-    checkpoints = Checkpoints(run_dir, config.keep_checkpoints)
+    checkpoints = Checkpoints(run_dir, config.keep_checkpoints, keep_best=config.load_best)
     if config.overwrite and not resume_from:  # only now, once data and model have loaded without error
         checkpoints.clear(accelerator)
     if resume_from:
@@ -292,25 +293,28 @@ def finish(run: Run, losses: LossMeter, console: Console) -> dict:
         write_model_card(model_dir, model_card(model_dir, resolved, final, repo_id=config.push_to_hub))
         write_html(config.run_dir / RUN_REPORT, training={"evaluations": state.history, "final": final},
                    title=config.run_dir.name)  # fmt: skip
-        summarise(run, final, final_step)
+        summarise(run, final, final_step, console)
     accelerator.wait_for_everyone()
     if config.push_to_hub and accelerator.is_main_process:  # after the barrier: a failed upload holds no one up
         logger.info(f"uploaded {MODEL_DIR}/ to {push_to_hub(config.run_dir / MODEL_DIR, config.push_to_hub)}")
     return final
 
 
-def summarise(run: Run, final: dict, final_step: int) -> None:
-    """The end-of-run summary: time and speed, the final F1, where the results are and what they take on disk."""
+def summarise(run: Run, final: dict, final_step: int, console: Console) -> None:
+    """The end-of-run summary: time and speed, the final F1, where the results are and what they take on disk
+    (unwrapped, so the paths copy whole)."""
     config, accelerator = run.config, run.accelerator
     elapsed = time.monotonic() - run.started
     batch = config.per_device_train_batch_size * accelerator.num_processes * config.gradient_accumulation_steps
     steps = run.state.step - run.first_step  # in this process: a resumed run counts from its checkpoint
     f1 = final["mean_f1"] if "mean_f1" in final else next(iter(final.values()))["f1"]
     model, checkpoints = config.run_dir / MODEL_DIR, run.checkpoints.root
-    logger.info(
-        f"done in {elapsed / 60:.1f} min ({steps} steps, {steps * batch / elapsed:,.1f} sentences/s) | F1 {f1:.4f} "
-        f"(step {final_step}) | model: {model} ({disk_usage(model)}) | checkpoints: {checkpoints} "
-        f"({disk_usage(checkpoints)}; delete them once you will not resume)"
+    console.print(
+        f"done in {elapsed / 60:.1f} min ({steps} steps, {steps * batch / elapsed:,.1f} sentences/s); F1 {f1:.4f} "
+        f"(step {final_step})\n  model:       {model} ({disk_usage(model)})\n  checkpoints: {checkpoints} "
+        f"({disk_usage(checkpoints)}; delete them once you will not resume)\n  report:      {config.run_dir / RUN_REPORT}",
+        soft_wrap=True,
+        highlight=False,
     )
 
 
@@ -320,30 +324,25 @@ def disk_usage(path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry: exit 0 on success, 2 on bad input (one line on stderr)."""
+    """Command-line entry: 0 on success, else one line on stderr and 2 (bad input), 1 (a non-finite loss or a
+    failed write: the last good checkpoint stays), 128 + N (stopped by signal N, saved) or 130 (aborted)."""
     try:
         train(parse_config(argv))
     except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return say(f"error: {error}", 2)
     except Preempted as stopped:
         if stopped.finished:
-            print(f"stopped by signal {stopped.signal_number} after the run finished; model saved to {stopped.saved}",
-                  file=sys.stderr)  # fmt: skip
-        else:
-            print(f"stopped by signal {stopped.signal_number}; checkpoint saved to {stopped.saved}. "
-                  "Resume with the same command plus --resume latest", file=sys.stderr)  # fmt: skip
-        return 128 + stopped.signal_number
+            return say(f"stopped by signal {stopped.signal_number} after the run finished; model saved to "
+                       f"{stopped.saved}", 128 + stopped.signal_number)  # fmt: skip
+        return say(f"stopped by signal {stopped.signal_number}; checkpoint saved to {stopped.saved}. Resume with the "
+                   "same command plus --resume latest", 128 + stopped.signal_number)  # fmt: skip
     except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
-        print("aborted; checkpoints already written are complete: resume with the same command plus "
-              "--resume latest (if there is none, start again)", file=sys.stderr)  # fmt: skip
-        return 130
+        return say("aborted; checkpoints already written are complete: resume with the same command plus "
+                   "--resume latest (if there is none, start again)", 130)  # fmt: skip
     except FloatingPointError as error:
-        print(f"error: {error}; the last good checkpoint is kept (resume with --resume latest)", file=sys.stderr)
-        return 1
+        return say(f"error: {error}; the last good checkpoint is kept (resume with --resume latest)", 1)
     except WriteFailed as error:  # a full or failing disk; argv parsed fine before, so the run directory is known
-        print(f"error: {error}; {resume_hint(parse_config(argv).run_dir)}", file=sys.stderr)
-        return 1
+        return say(f"error: {error}; {resume_hint(parse_config(argv).run_dir)}", 1)
     finally:
         release_run_locks()  # for callers that run several jobs in one process; an exit releases it anyway
     return 0
