@@ -4,6 +4,8 @@ Default workload (shared MiniLM, 8,000 PAN-X.en sentences, full validation split
     python benchmarks/bench_train.py
 XLM-R workload (xlm-roberta-base shape with random weights, real XLM-R tokenization, smaller subset):
     python benchmarks/bench_train.py --workload xlmr-random
+Real multilingual weights (multilingual-e5-small, XLM-R's tokenizer) on 8,000 PAN-X.de sentences, all validation:
+    python benchmarks/bench_train.py --workload e5-de
 Data preparation and memory at 2k, 8k and 20k sentences (ner_accel only):
     python benchmarks/bench_train.py --scaling 2000 8000 20000 --configs ner_accel
 
@@ -41,10 +43,19 @@ SHARED = ROOT.parent / "shared"
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "src"))
 
+PANX = SHARED / "data" / "panx"
 WORKLOADS = {
-    "minilm": dict(model=str(SHARED / "models" / "minilm-l6-h384-uncased"), train_samples=8000, eval_samples=None),
-    "xlmr-random": dict(model=str(SHARED / "models" / "xlm-roberta-base-shape"), train_samples=600, eval_samples=600),
-}
+    "minilm": dict(
+        model=str(SHARED / "models" / "minilm-l6-h384-uncased"), data_dir=str(PANX / "en"), train_samples=8000,
+        eval_samples=None,
+    ),
+    "xlmr-random": dict(
+        model=str(SHARED / "models" / "xlm-roberta-base-shape"), data_dir=str(PANX / "en"), train_samples=600,
+        eval_samples=600,
+    ),
+    # multilingual-e5-small (real weights, XLM-R's tokenizer), converted once per machine: see shared_models.py
+    "e5-de": dict(model=None, data_dir=str(PANX / "de"), train_samples=8000, eval_samples=None),
+}  # fmt: skip
 CONFIGS = ["seed", "trainer_grouped", "ner_accel", "bare", "bare_unpadded", "ner_accel_w1", "prep"]
 DEFAULT_CONFIGS = ["seed", "trainer_grouped", "ner_accel", "bare", "bare_unpadded"]
 
@@ -637,7 +648,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     # Workload
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="minilm")
     parser.add_argument("--model", help="model directory (default: the workload's)")
-    parser.add_argument("--data-dir", default=str(SHARED / "data" / "panx" / "en"))
+    parser.add_argument("--data-dir", help="PAN-X-style directory (default: the workload's)")
     parser.add_argument("--train-samples", type=int, help="training sentences (default: the workload's)")
     parser.add_argument("--eval-samples", type=int, help="validation sentences (default: the workload's; none = all)")
     parser.add_argument("--epochs", type=int, default=1)
@@ -676,6 +687,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     workload = WORKLOADS[args.workload]
+    args.data_dir = args.data_dir or workload["data_dir"]
     if args.train_samples is None:
         args.train_samples = workload["train_samples"]
     if args.eval_samples is None:
@@ -693,6 +705,10 @@ def main(argv: list[str] | None = None) -> dict | None:
         args.model = workload["model"]
         if args.workload == "xlmr-random":  # one random-weight checkpoint that every configuration loads
             args.model = str(random_xlmr(output.parent / "xlm-roberta-base-random", args.seed))
+        if args.workload == "e5-de":  # converted into the machine's cache on first use, outside the checkout
+            from shared_models import multilingual_e5_small  # a sibling script: benchmarks/ is on sys.path
+
+            args.model = str(multilingual_e5_small())
     load_before = os.getloadavg()
     runs, scaling = [], []
     with tempfile.TemporaryDirectory() as scratch:

@@ -188,3 +188,29 @@ def run_training(argv: list[str]) -> int:
         return main([str(a) for a in argv])
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# multilingual-e5-small (real weights, XLM-R's tokenizer), converted from ../shared once per machine into a cache
+# outside the checkout by benchmarks/shared_models.py, which the benchmarks use too.
+
+
+def load_shared_models():
+    """benchmarks/shared_models.py, loaded by path: benchmarks/ is a folder of scripts, not a package."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "shared_models.py"
+    spec = importlib.util.spec_from_file_location("shared_models", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def multilingual_model() -> Path:
+    """The converted model's directory; skips only where ../shared is absent (a conversion error fails)."""
+    shared_models = load_shared_models()
+    missing = shared_models.missing_sources()
+    if missing:
+        pytest.skip(f"{missing[0]} not found: ../shared (multilingual-e5-small) ships beside the checkout in CI")
+    return shared_models.multilingual_e5_small()
