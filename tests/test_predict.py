@@ -346,3 +346,11 @@ def test_a_directory_that_is_not_a_model_is_refused(tmp_path, capsys):
     (tmp_path / "config.json").write_text("{}", encoding="utf-8")
     assert main(["--model", str(tmp_path), "Paris"]) == 2
     assert f"--model {tmp_path}: cannot load its" in capsys.readouterr().err
+
+
+def test_an_invisible_word_inside_an_entity_keeps_it_whole(gazetteer):
+    """A zero-width space standing alone has no sub-token: the model sees the same input, so the same entities."""
+    tagger = Tagger.load(str(gazetteer))
+    plain, spaced = tagger.tag(["Angela Merkel besuchte Paris.", "Angela \u200b Merkel besuchte Paris. \u200b"])
+    assert [(e["type"], e["text"]) for e in plain] == [("PER", "Angela Merkel"), ("LOC", "Paris")]
+    assert [(e["type"], e["text"]) for e in spaced] == [("PER", "Angela \u200b Merkel"), ("LOC", "Paris")]

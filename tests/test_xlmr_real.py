@@ -335,13 +335,6 @@ def test_texts_of_invisible_words_only(tagger):
 
 
 @pytest.mark.shared
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="ner_accel.tagger tags a word without sub-tokens O, so an invisible word between two words of an entity "
-    "cuts it in two: 'Angela \\u200b Merkel besuchte Paris' gives PER 'Angela' and PER 'Merkel' where the same text "
-    "without it gives PER 'Angela Merkel', though the model sees the same input ids",
-)
 def test_an_invisible_word_inside_an_entity_keeps_it_whole(tagger, tagged):
     long = [(text, e) for _, text, entities in tagged for e in entities if " " in e["text"]]
     if not long:

@@ -131,14 +131,17 @@ class Tagger:
         return results
 
     def entities(self, text: str, spans: list[tuple[int, int]], probabilities: np.ndarray) -> list[dict]:
-        """Entities from per-word probabilities; a word without sub-tokens is O. Score: mean word probability."""
+        """Entities from per-word probabilities; score: the mean probability of its words' tags.
+
+        Words without sub-tokens (a zero-width space standing alone) are invisible to the model: entities are
+        grouped over the words it sees, so such a word inside an entity joins it, and one at its edge stays out.
+        """
         id2label = self.model.config.id2label
-        scored = ~np.isnan(probabilities[:, 0])
-        best = np.where(scored, np.nan_to_num(probabilities).argmax(axis=-1), -1)
-        tags = [id2label[int(i)] if i >= 0 else "O" for i in best]
+        seen = np.flatnonzero(~np.isnan(probabilities[:, 0]))  # the words with a sub-token, in order
+        best = probabilities[seen].argmax(axis=-1)
         entities = []
-        for kind, first, last in extract_entities(tags):
-            start, end = spans[first][0], spans[last - 1][1]
-            score = float(np.mean([probabilities[w, best[w]] for w in range(first, last)]))
+        for kind, first, last in extract_entities([id2label[int(i)] for i in best]):
+            start, end = spans[seen[first]][0], spans[seen[last - 1]][1]
+            score = float(np.mean([probabilities[seen[w], best[w]] for w in range(first, last)]))
             entities.append({"type": kind, "start": start, "end": end, "text": text[start:end], "score": score})
         return entities
