@@ -337,14 +337,20 @@ def write_report(args, runs: list[dict], started: dict) -> dict:
 
 
 def previous_runs(args) -> list[dict]:
-    """With --resume: the runs already in --output, if they are of this workload and code."""
+    """With --resume: every run already in --output, if of this workload (configurations not asked for again
+    stay in the report: a cut-short candidate keeps the seeds it has). Each run records its own commit."""
     output = Path(args.output)
     if not args.resume or not output.is_file():
         return []
     old = json.loads(output.read_text())
     if old["workload"] != workload(args):
         raise SystemExit(f"--resume: {output} holds another workload ({old['workload']}); pass another --output")
-    return [r for r in old["runs"] if args.configs.get(r["config"], "absent") == r["flags"]]
+    for run in old["runs"]:
+        if args.configs.get(run["config"], run["flags"]) != run["flags"]:
+            raise SystemExit(f"--resume: {run['config']} ran with flags {run['flags']!r} in {output}; "
+                             f"give the new flags another name")  # fmt: skip
+    args.configs = {**{r["config"]: r["flags"] for r in old["runs"]}, **args.configs}  # the report lists them all
+    return old["runs"]
 
 
 def main(argv: list[str] | None = None) -> dict | None:
@@ -380,14 +386,14 @@ def main(argv: list[str] | None = None) -> dict | None:
     args.eval_dirs = [str(Path(args.data_root) / language) for language in args.eval_languages]
     if args.trainer_worker:
         return trainer_worker(args)
-    args.configs = parse_configs(args.configs)
+    args.configs = asked = parse_configs(args.configs)
     args.train_sentences = count_train_sentences(args)
     started = dict(snapshot=snapshot(), machine=machine())
     runs = previous_runs(args)
     report = write_report(args, runs, started)
     with tempfile.TemporaryDirectory(dir=args.scratch) as scratch:
         for seed in args.seeds:
-            for config, flags in args.configs.items():
+            for config, flags in asked.items():
                 if any(r["config"] == config and r["seed"] == seed for r in runs):
                     continue
                 print(f"[multilingual] {time.strftime('%H:%M:%S')} seed {seed}: {config}", file=sys.stderr, flush=True)

@@ -51,3 +51,9 @@ def test_multilingual_bench_end_to_end(tmp_path, tiny_model):
     assert saved["summary"]["trainer"]["f1"]["de"]["n"] == 1
     table = output.with_suffix(".md").read_text()
     assert "| lr | `--learning-rate 1e-4` | 7 |" in table and "Paired differences against trainer" in table
+
+    # --resume keeps every earlier run (configurations not asked again too) and runs only what is missing.
+    again = load_script("multilingual").main([*argv[: argv.index("--configs")], "--resume", "--output", str(output),
+                                              "--configs", "lr=--learning-rate 1e-4", "warm=--warmup-ratio 0.5"])  # fmt: skip
+    assert [r["config"] for r in again["runs"]] == ["trainer", "lr", "warm"]
+    assert again["runs"][:2] == saved["runs"] and "vs_trainer" in again["summary"]["warm"]
