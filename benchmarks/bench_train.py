@@ -252,6 +252,7 @@ def run_trainer(
 
 
 def run_ner_accel(args, workers: int = 0) -> dict:
+    from ner_accel import loaders as L
     from ner_accel import train as T
 
     timings = {"train_s": 0.0, "eval_s": [], "prep_s": 0.0, "validate_s": 0.0}
@@ -291,10 +292,10 @@ def run_ner_accel(args, workers: int = 0) -> dict:
         T.optimizer_steps,
         T.score_sets,
         T.validate,
-        T.encode_dataset,
+        L.encode_dataset,
         T.load_model,
     )
-    T.optimizer_steps, T.score_sets, T.validate, T.encode_dataset, T.load_model = (
+    T.optimizer_steps, T.score_sets, T.validate, L.encode_dataset, T.load_model = (
         timed_steps,
         timed_scoring,
         timed_validation,

@@ -26,12 +26,14 @@ from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 
 from ner_accel.artifacts import CONFIG_FILE, is_finished, save_final, write_json
-from ner_accel.checkpoint import STATE_FILE, Checkpoints, TrainerState, find_checkpoint, verify
+from ner_accel.checkpoint import Checkpoints, find_checkpoint
 from ner_accel.data import load_corpus
 from ner_accel.encoding import encode_dataset
 from ner_accel.errors import WriteFailed
+from ner_accel.integrity import STATE_FILE, verify
 from ner_accel.model import BertForTokenClassification, load_tokenizer
 from ner_accel.run_lock import acquire, release_run_locks
+from ner_accel.trainer_state import TrainerState
 from tests.conftest import TRAIN, VALIDATION, run_training
 
 ROOT = Path(__file__).resolve().parents[1]

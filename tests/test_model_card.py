@@ -17,19 +17,11 @@ import yaml
 from huggingface_hub import HfApi, ModelCard, RepoUrl
 from huggingface_hub.errors import HfHubHTTPError
 
-from ner_accel import model_card as card_module
+from ner_accel import hub as hub_module
 from ner_accel.config import TrainConfig
 from ner_accel.errors import UsageError
-from ner_accel.hub import hub_reachable
-from ner_accel.model_card import (
-    base_model_license,
-    check_push_target,
-    evaluation_sets,
-    model_card,
-    model_card_for_run,
-    push_to_hub,
-    write_model_card,
-)
+from ner_accel.hub import check_push_target, hub_reachable, push_to_hub
+from ner_accel.model_card import base_model_license, evaluation_sets, model_card, model_card_for_run, write_model_card
 from tests.conftest import TRAIN, VALIDATION, XLMR_SHAPE, run_training
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -268,10 +260,10 @@ def test_malformed_repo_id_refused(repo_id, tmp_path):
 
 
 def test_missing_token_refused_before_training_and_at_push(tiny_model, monkeypatch):
-    monkeypatch.setattr(card_module, "get_token", lambda: None)
+    monkeypatch.setattr(hub_module, "get_token", lambda: None)
     with pytest.raises(UsageError, match=r"^--push-to-hub me/model: no Hugging Face token; run `hf auth login`"):
         check_push_target("me/model")
-    monkeypatch.setattr(card_module, "hub_reachable_now", lambda: True)
+    monkeypatch.setattr(hub_module, "hub_reachable_now", lambda: True)
     with pytest.raises(UsageError, match=f"the model is saved in {re.escape(str(tiny_model))}"):
         push_to_hub(tiny_model, "me/model")
 
@@ -297,7 +289,7 @@ def test_push_failures_are_one_line_and_keep_the_model(failure, message, tiny_mo
     def refuse(*args, **kwargs):
         raise failure
 
-    monkeypatch.setattr(card_module, "hub_reachable_now", lambda: True)
+    monkeypatch.setattr(hub_module, "hub_reachable_now", lambda: True)
     monkeypatch.setattr(HfApi, "create_repo", refuse)
     with pytest.raises(UsageError, match=message) as raised:
         push_to_hub(tiny_model, "me/model", token="hf_anything")
@@ -307,7 +299,7 @@ def test_push_failures_are_one_line_and_keep_the_model(failure, message, tiny_mo
 
 def test_push_uploads_the_model_directory(tiny_model, monkeypatch):
     calls = []
-    monkeypatch.setattr(card_module, "hub_reachable_now", lambda: True)
+    monkeypatch.setattr(hub_module, "hub_reachable_now", lambda: True)
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: RepoUrl(f"https://huggingface.co/{repo_id}"))
     monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: calls.append(kw))
     assert push_to_hub(tiny_model, "me/model", token="hf_anything") == "https://huggingface.co/me/model"
@@ -318,7 +310,7 @@ PUSH_OFFLINE = """
 import sys, time
 from pathlib import Path
 from ner_accel.errors import UsageError
-from ner_accel.model_card import push_to_hub
+from ner_accel.hub import push_to_hub
 start = time.perf_counter()
 try:
     push_to_hub(Path(sys.argv[1]), "my-user/tiny-ner")

@@ -3,81 +3,25 @@
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import logging
 import os
 import shutil
-import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
-from safetensors import safe_open
 
 from .artifacts import honour_umask, write_json
 from .errors import UsageError, WriteFailed, write_failure
+from .integrity import CHECKSUMS, STATE_FILE, file_checksums, verify
+from .trainer_state import TrainerState
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "trainer_state.json"
-CHECKSUMS = "checksums"  # in STATE_FILE: the sha256 and size of every other file of the checkpoint
 LATEST = "latest"
 BEST = "best"
-
-
-@dataclass
-class TrainerState:
-    """Where the loop stands: enough, with accelerate's state, to continue exactly where it stopped."""
-
-    step: int = 0
-    epoch: int = 0
-    batches_in_epoch: int = 0  # micro-batches of `epoch` already consumed
-    labels: list[str] = field(default_factory=list)
-    history: list[dict] = field(default_factory=list)  # logged losses and evaluations, in step order
-    best_f1: float = -1.0
-    best_step: int | None = None  # the evaluated step with the best F1 so far
-    evaluations_since_best: int = 0
-    settings: dict = field(default_factory=dict)  # TrainConfig.loop_settings: a resume must match them
-    # The training loss since the last logged step (summed over processes) and its number of optimizer steps:
-    # a resumed run logs the uninterrupted run's curve.
-    unlogged_loss: float = 0.0
-    unlogged_steps: int = 0
-
-    def advance(self, micro_batches: int, steps_per_epoch: int) -> bool:
-        """Count one optimizer step of `micro_batches`; True when it ends its epoch (the next one starts at 0)."""
-        self.step += 1
-        self.batches_in_epoch += micro_batches
-        if self.step % steps_per_epoch:
-            return False
-        self.epoch, self.batches_in_epoch = self.epoch + 1, 0
-        return True
-
-    def record_evaluation(self, results: dict[str, dict]) -> None:
-        """Add an evaluation at the current step; the mean F1 over languages (or the one F1) decides the best."""
-        self.history.append({"step": self.step, "epoch": self.epoch, "validation": results})
-        f1 = results["mean_f1"] if "mean_f1" in results else next(iter(results.values()))["f1"]
-        if f1 > self.best_f1:
-            self.best_f1, self.best_step, self.evaluations_since_best = f1, self.step, 0
-        else:
-            self.evaluations_since_best += 1
-
-    def out_of_patience(self, patience: int | None) -> bool:
-        """Early stopping: the last `patience` evaluations found no better F1."""
-        return patience is not None and self.evaluations_since_best >= patience
-
-    def evaluations(self) -> dict[int, dict]:
-        """Each evaluated step's results."""
-        return {entry["step"]: entry["validation"] for entry in self.history if "validation" in entry}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainerState:
-        data = {key: value for key, value in data.items() if key != CHECKSUMS}
-        if "best_checkpoint" in data:  # written by ner_accel before best_step: "step-0000006" or None
-            name = data.pop("best_checkpoint")
-            data["best_step"] = int(name.removeprefix("step-")) if name else None
-        return cls(**data)
 
 
 class Checkpoints:
@@ -243,71 +187,6 @@ def agree(accelerator: Accelerator, failure: str | None) -> str | None:
     if accelerator.num_processes == 1:
         return failure
     return next((f for f in gather_object([failure]) if f is not None), None)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Checksums and verification
-
-
-def file_digest(path: Path, block: int = 2**20) -> str:
-    """sha256 of a file, read in blocks (a checkpoint's optimizer state is gigabytes)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def file_checksums(directory: Path) -> dict[str, dict]:
-    """The sha256 and size of every file under `directory` but the trainer state."""
-    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != STATE_FILE)
-    return {p.relative_to(directory).as_posix(): {"sha256": file_digest(p), "bytes": p.stat().st_size} for p in files}
-
-
-def verify(checkpoint: Path) -> str | None:
-    """What is wrong with a checkpoint, naming the file (None when it is sound): a missing or unreadable trainer
-    state, a missing file, a size or sha256 that differs from what was written; for a checkpoint written before
-    checksums, a file that does not load."""
-    state_file = checkpoint / STATE_FILE
-    try:
-        record = json.loads(state_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return f"{state_file} is missing"
-    except (OSError, ValueError) as error:
-        return f"{state_file} is unreadable ({error})"
-    checksums = record.get(CHECKSUMS) if isinstance(record, dict) else None
-    if checksums is None:
-        return load_problem(checkpoint)
-    for name, written in checksums.items():
-        path = checkpoint / name
-        if not path.is_file():
-            return f"{path} is missing"
-        if path.stat().st_size != written["bytes"]:
-            return f"{path} has {path.stat().st_size} bytes, {written['bytes']} were written"
-        if file_digest(path) != written["sha256"]:
-            return f"{path} fails its sha256 checksum"
-    return None
-
-
-def load_problem(checkpoint: Path) -> str | None:
-    """For a checkpoint without checksums: model weights present, safetensors headers whole, torch's zip
-    archives intact (their CRCs)."""
-    files = sorted(p for p in checkpoint.rglob("*") if p.is_file() and p.name != STATE_FILE)
-    if not any(p.name.startswith(("model", "pytorch_model")) for p in files):
-        return f"{checkpoint} has no model weights (model.safetensors)"
-    for path in files:
-        try:
-            if path.suffix == ".safetensors":
-                with safe_open(path, "pt"):
-                    pass
-            elif path.suffix in (".bin", ".pkl"):
-                with zipfile.ZipFile(path) as archive:
-                    broken = archive.testzip()
-                if broken is not None:
-                    return f"{path} does not load (its {broken} fails its CRC)"
-        except Exception as error:  # whatever safetensors or zipfile raise for a damaged file
-            return f"{path} does not load ({type(error).__name__}: {error})"
-    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------

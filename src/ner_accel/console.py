@@ -1,9 +1,10 @@
-"""What the commands show in the terminal: logging set-up, and rich tables of metrics and error analyses."""
+"""What the commands show in the terminal: logging set-up, rich tables of metrics and analyses, the run summary."""
 
 from __future__ import annotations
 
 import io
 import logging
+from pathlib import Path
 
 from accelerate import Accelerator
 from rich.console import Console
@@ -47,6 +48,23 @@ def report_text(results: dict[str, dict]) -> str:
         else:
             console.print(metrics_table(metrics, name))
     return buffer.getvalue()
+
+
+def print_summary(
+    console: Console, seconds: float, steps: int, batch: int, f1: float, final_step: int, places: dict[str, Path]
+) -> None:
+    """The end-of-run summary: time and speed, the final F1, where the results are and what they take on disk
+    (unwrapped, so the paths copy whole)."""
+    console.print(f"done in {seconds / 60:.1f} min ({steps} steps, {steps * batch / seconds:,.1f} sentences/s); "
+                  f"F1 {f1:.4f} (step {final_step})", soft_wrap=True, highlight=False)  # fmt: skip
+    for name, path in places.items():
+        size = f" ({disk_usage(path)}{'; delete them once you will not resume' if name == 'checkpoints' else ''})"
+        console.print(f"  {name + ':':12} {path}{size if path.is_dir() else ''}", soft_wrap=True, highlight=False)
+
+
+def disk_usage(path: Path) -> str:
+    size = sum(file.stat().st_size for file in path.rglob("*") if file.is_file()) if path.exists() else 0
+    return f"{size / 2**20:,.0f} MiB" if size < 2**30 else f"{size / 2**30:,.1f} GiB"
 
 
 def print_analysis(console: Console, model_name: str, results: dict[str, dict], shown: int = 3) -> None:

@@ -1,17 +1,8 @@
-"""The model's Hub model card (README.md in the saved model directory) and its upload to the Hugging Face Hub.
+"""The model's Hub model card: README.md in the saved model directory, in the form the Hub reads.
 
-train.py, at the final save (main process), with the settings it writes to train_config.json:
-
-    settings = {**config.to_dict(), "num_processes": world, "mixed_precision": accelerator.mixed_precision,
-                "labels": corpus.labels}
-    card = model_card(run_dir / MODEL_DIR, settings, final, repo_id=config.push_to_hub)
-    write_model_card(run_dir / MODEL_DIR, card)
-    ... accelerator.wait_for_everyone()  # a failed upload must not leave other processes waiting
-    if config.push_to_hub and accelerator.is_main_process:
-        push_to_hub(run_dir / MODEL_DIR, config.push_to_hub)  # UsageError on failure; the saved model stays
-
-and before any work, beside the output-directory checks: `if config.push_to_hub: check_push_target(config.push_to_hub)`.
-`model_card_for_run(run_dir)` builds the same card afterwards from a finished run's train_config.json and metrics.json.
+train.py writes it at the final save from the settings it writes to train_config.json and the final results:
+`write_model_card(model_dir, model_card(model_dir, settings, final, repo_id=config.push_to_hub))`;
+`model_card_for_run(run_dir)` builds the same card afterwards from a finished run. The upload is hub.push_to_hub.
 """
 
 from __future__ import annotations
@@ -20,12 +11,9 @@ import json
 import os
 from pathlib import Path
 
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token
-from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
-
-from .errors import UsageError
-from .hub import hub_reachable
 
 # Licenses of well-known base models, as their Hub cards state them; any other Hub id gets no license claim.
 MIT_MODELS = ["xlm-roberta-base", "xlm-roberta-large", "FacebookAI/xlm-roberta-base", "FacebookAI/xlm-roberta-large"]
@@ -296,65 +284,3 @@ def write_model_card(model_dir: Path, card: ModelCard) -> None:
         os.replace(temporary, model_dir / "README.md")
     finally:
         temporary.unlink(missing_ok=True)
-
-
-def check_repo_id(repo_id: str) -> None:
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as error:
-        raise UsageError(
-            f"--push-to-hub {repo_id!r}: not a Hub repository id ({error}); pass name or owner/name, "
-            "e.g. my-user/xlmr-panx-de"
-        ) from None
-
-
-def no_token(repo_id: str) -> UsageError:
-    return UsageError(
-        f"--push-to-hub {repo_id}: no Hugging Face token; run `hf auth login` with a write token or set HF_TOKEN"
-    )
-
-
-def check_push_target(repo_id: str, token: str | None = None) -> None:
-    """Before any work: a well-formed repo id and a token to write with, so hours of training do not end refused."""
-    check_repo_id(repo_id)
-    if not (token or get_token()):
-        raise no_token(repo_id)
-
-
-def hub_reachable_now() -> bool:
-    """hub_reachable without its cache: the run may have started offline hours before the upload."""
-    return hub_reachable.__wrapped__()
-
-
-def push_to_hub(model_dir: Path, repo_id: str, token: str | None = None) -> str:
-    """Upload the model directory to the Hub repository (created if missing); return the repository's URL.
-
-    Every failure is a one-line UsageError that says where the model is and how to upload it later."""
-    check_repo_id(repo_id)
-    if not (model_dir / "config.json").is_file():
-        raise UsageError(f"{model_dir}: no saved model (config.json) to push to {repo_id}")
-    kept = f"the model is saved in {model_dir}; upload it later with `hf upload {repo_id} {model_dir}`"
-    if not hub_reachable_now():
-        raise UsageError(f"cannot reach the Hugging Face Hub to push {repo_id}; {kept} or rerun with network")
-    token = token or get_token()
-    if not token:
-        raise UsageError(f"{no_token(repo_id)}; {kept}")
-    api = HfApi(token=token)
-    try:
-        url = api.create_repo(repo_id, repo_type="model", exist_ok=True)
-        api.upload_folder(
-            repo_id=url.repo_id,
-            folder_path=model_dir,
-            commit_message="Upload model fine-tuned with ner_accel",
-            ignore_patterns=[".*"],  # temporaries of an atomic write
-        )
-    except HfHubHTTPError as error:
-        status = error.response.status_code
-        reason = {
-            401: "the Hub rejected the token (401); run `hf auth login` with a valid write token",
-            403: f"the token may not write to {repo_id} (403); use a write token of that user or organisation",
-        }.get(status, f"the Hub answered {status}: {str(error).splitlines()[0]}")
-        raise UsageError(f"cannot push to {repo_id}: {reason}; {kept}") from None
-    except Exception as error:  # transport errors are httpx's in huggingface_hub 1.x, httpx2's in 2.x
-        raise UsageError(f"cannot push to {repo_id} ({type(error).__name__}: {error}); {kept}") from None
-    return str(url)

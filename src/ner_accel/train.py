@@ -27,22 +27,24 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from .artifacts import CONFIG_FILE, MODEL_DIR, check_output_dir, check_run_dir, save_final, write_json
-from .batching import LengthGroupedBatches, make_loader, pad_multiple, padding_efficiency
-from .checkpoint import Checkpoints, TrainerState, load_trainer_state, resolve_resume, resume_hint
+from .batching import LengthGroupedBatches, padding_efficiency
+from .checkpoint import Checkpoints, load_trainer_state, resolve_resume, resume_hint
 from .config import TrainConfig, parse_config
-from .console import print_results, setup_logging
+from .console import print_results, print_summary, setup_logging
 from .data import Corpus, load_corpus
-from .encoding import encode_dataset
 from .errors import UsageError, WriteFailed, say
 from .html_report import RUN_REPORT, write_html
-from .model import load_model, load_tokenizer, sequence_limit
-from .model_card import check_push_target, model_card, push_to_hub, write_model_card
+from .hub import check_push_target, push_to_hub
+from .loaders import build_loaders
+from .model import load_model, load_tokenizer
+from .model_card import model_card, write_model_card
 from .optimization import LossMeter, build_optimizer, forward_backward, optimizer_steps
 from .precision import make_accelerator
 from .run_lock import lock_run_dir, release_run_locks
 from .scoring import score, score_sets
 from .signals import Preempted, StopSignal
 from .tracking import closed_at_exit, evaluation_scalars, resolve_trackers, start_tracking
+from .trainer_state import TrainerState
 
 logger = get_logger("ner_accel")
 
@@ -175,41 +177,6 @@ def set_up(config: TrainConfig, accelerator: Accelerator) -> Run:
     return run
 
 
-def build_loaders(config: TrainConfig, accelerator: Accelerator, tokenizer, corpus: Corpus) -> tuple:
-    """Tokenize once (main process first; the others read its cache) and batch: the train and validation loaders."""
-    max_length = sequence_limit(tokenizer, config.max_length)
-    with accelerator.main_process_first():
-        train_rows = encode_dataset(
-            corpus.train, tokenizer, corpus.labels, max_length, config.label_all_tokens, "train"
-        )
-        # Validation is scored per word (first sub-token) whatever the training labels, so F1 stays comparable.
-        eval_rows = {
-            name: encode_dataset(words, tokenizer, corpus.labels, max_length, False, f"{name}/validation")
-            for name, words in corpus.validation.items()
-        }
-    world = accelerator.num_processes
-    loader_options = dict(
-        tokenizer=tokenizer,
-        seed=config.seed,
-        pad_to_multiple_of=pad_multiple(accelerator.device, accelerator.mixed_precision),
-        num_workers=config.dataloader_num_workers,
-    )
-    train_loader = make_loader(
-        train_rows,
-        batch_size=config.per_device_train_batch_size * world,
-        train=True,
-        group_by_length=config.group_by_length,
-        num_processes=world,
-        accumulation=config.gradient_accumulation_steps,
-        **loader_options,
-    )
-    eval_loaders = {
-        name: make_loader(rows, batch_size=config.per_device_eval_batch_size * world, train=False, **loader_options)
-        for name, rows in eval_rows.items()
-    }
-    return train_loader, eval_loaders
-
-
 def log_banner(run: Run) -> None:
     config, accelerator, world = run.config, run.accelerator, run.accelerator.num_processes
     logger.info(
@@ -293,34 +260,16 @@ def finish(run: Run, losses: LossMeter, console: Console) -> dict:
         write_model_card(model_dir, model_card(model_dir, resolved, final, repo_id=config.push_to_hub))
         write_html(config.run_dir / RUN_REPORT, training={"evaluations": state.history, "final": final},
                    title=config.run_dir.name)  # fmt: skip
-        summarise(run, final, final_step, console)
+        batch = config.per_device_train_batch_size * accelerator.num_processes * config.gradient_accumulation_steps
+        f1 = final["mean_f1"] if "mean_f1" in final else next(iter(final.values()))["f1"]
+        places = {"model": config.run_dir / MODEL_DIR, "checkpoints": run.checkpoints.root,
+                  "report": config.run_dir / RUN_REPORT}  # fmt: skip
+        steps = state.step - run.first_step  # in this process: a resumed run counts from its checkpoint
+        print_summary(console, time.monotonic() - run.started, steps, batch, f1, final_step, places)
     accelerator.wait_for_everyone()
     if config.push_to_hub and accelerator.is_main_process:  # after the barrier: a failed upload holds no one up
         logger.info(f"uploaded {MODEL_DIR}/ to {push_to_hub(config.run_dir / MODEL_DIR, config.push_to_hub)}")
     return final
-
-
-def summarise(run: Run, final: dict, final_step: int, console: Console) -> None:
-    """The end-of-run summary: time and speed, the final F1, where the results are and what they take on disk
-    (unwrapped, so the paths copy whole)."""
-    config, accelerator = run.config, run.accelerator
-    elapsed = time.monotonic() - run.started
-    batch = config.per_device_train_batch_size * accelerator.num_processes * config.gradient_accumulation_steps
-    steps = run.state.step - run.first_step  # in this process: a resumed run counts from its checkpoint
-    f1 = final["mean_f1"] if "mean_f1" in final else next(iter(final.values()))["f1"]
-    model, checkpoints = config.run_dir / MODEL_DIR, run.checkpoints.root
-    console.print(
-        f"done in {elapsed / 60:.1f} min ({steps} steps, {steps * batch / elapsed:,.1f} sentences/s); F1 {f1:.4f} "
-        f"(step {final_step})\n  model:       {model} ({disk_usage(model)})\n  checkpoints: {checkpoints} "
-        f"({disk_usage(checkpoints)}; delete them once you will not resume)\n  report:      {config.run_dir / RUN_REPORT}",
-        soft_wrap=True,
-        highlight=False,
-    )
-
-
-def disk_usage(path: Path) -> str:
-    size = sum(file.stat().st_size for file in path.rglob("*") if file.is_file()) if path.exists() else 0
-    return f"{size / 2**20:,.0f} MiB" if size < 2**30 else f"{size / 2**30:,.1f} GiB"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,49 @@
+"""A training run's loaders: its data tokenized once (main process first, cached), batched by length, global."""
+
+from __future__ import annotations
+
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+
+from .batching import make_loader, pad_multiple
+from .config import TrainConfig
+from .data import Corpus
+from .encoding import encode_dataset
+from .model import sequence_limit
+
+
+def build_loaders(
+    config: TrainConfig, accelerator: Accelerator, tokenizer, corpus: Corpus
+) -> tuple[DataLoader, dict[str, DataLoader]]:
+    """Tokenize once (main process first; the others read its cache) and batch: the train and validation loaders."""
+    max_length = sequence_limit(tokenizer, config.max_length)
+    with accelerator.main_process_first():
+        train_rows = encode_dataset(
+            corpus.train, tokenizer, corpus.labels, max_length, config.label_all_tokens, "train"
+        )
+        # Validation is scored per word (first sub-token) whatever the training labels, so F1 stays comparable.
+        eval_rows = {
+            name: encode_dataset(words, tokenizer, corpus.labels, max_length, False, f"{name}/validation")
+            for name, words in corpus.validation.items()
+        }
+    world = accelerator.num_processes
+    loader_options = dict(
+        tokenizer=tokenizer,
+        seed=config.seed,
+        pad_to_multiple_of=pad_multiple(accelerator.device, accelerator.mixed_precision),
+        num_workers=config.dataloader_num_workers,
+    )
+    train_loader = make_loader(
+        train_rows,
+        batch_size=config.per_device_train_batch_size * world,
+        train=True,
+        group_by_length=config.group_by_length,
+        num_processes=world,
+        accumulation=config.gradient_accumulation_steps,
+        **loader_options,
+    )
+    eval_loaders = {
+        name: make_loader(rows, batch_size=config.per_device_eval_batch_size * world, train=False, **loader_options)
+        for name, rows in eval_rows.items()
+    }
+    return train_loader, eval_loaders
