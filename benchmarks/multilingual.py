@@ -260,17 +260,26 @@ def summarise(runs: list[dict], columns: list[str]) -> dict:
     return summary
 
 
+def spread(stats: dict) -> str:
+    """' ± sd' over two or more seeds; one seed has no spread to show."""
+    return f" ± {stats['sd']:.4f}" if stats["n"] > 1 else " (1 seed)"
+
+
 def markdown(report: dict) -> str:
     w, columns = report["workload"], report["columns"]
     sentences = ", ".join(f"{n:,} {language}" for language, n in w["train_sentences"].items())
     evaluated = f"first {w['eval_samples']:,}" if w["eval_samples"] else "all"
+    counts = {}
+    for run in report["runs"]:
+        counts[run["commit"]] = counts.get(run["commit"], 0) + 1
+    commits = "runs from commit " + ", ".join(f"{c[:12]} ({n} runs)" for c, n in counts.items()) if counts else "-"
     lines = [
         f"### {w['model']}: trained on {'+'.join(w['train_languages'])} ({sentences} sentences), {w['epochs']} "
         f"epoch(s), batch {w['batch_size']}; F1 on {', '.join(w['eval_languages'])} validation ({evaluated} "
         "sentences of each)",
         "",
-        f"Code: commit {report['snapshot']['commit']}"
-        + (" with uncommitted changes" if report["snapshot"]["uncommitted"] else "")
+        f"Code: {commits}"
+        + (" (this invocation's checkout had uncommitted changes)" if report["snapshot"]["uncommitted"] else "")
         + f". Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, "
         f"{report['threads'] or 'default'} thread(s) per run, shared with other jobs (wall times are notes, not "
         f"a benchmark). Precision: {', '.join(sorted({r['precision'] for r in report['runs']}))}.",
@@ -294,7 +303,7 @@ def markdown(report: dict) -> str:
         "|---|---|" + "---|" * len(columns),
     ]
     for config, s in report["summary"].items():
-        cells = " | ".join(f"{s['f1'][c]['mean']:.4f} ± {s['f1'][c]['sd']:.4f}" for c in columns)
+        cells = " | ".join(f"{s['f1'][c]['mean']:.4f}{spread(s['f1'][c])}" for c in columns)
         lines.append(f"| {config} | {', '.join(map(str, s['seeds']))} | {cells} |")
     for reference in REFERENCES:
         rows = [(config, s[f"vs_{reference}"]) for config, s in report["summary"].items() if f"vs_{reference}" in s]
@@ -309,8 +318,7 @@ def markdown(report: dict) -> str:
         ]
         for config, p in rows:
             cells = " | ".join(
-                f"{p[c]['mean']:+.4f} ± {p[c]['sd']:.4f} ({', '.join(f'{d:+.4f}' for d in p[c]['deltas'])})"
-                for c in columns
+                f"{p[c]['mean']:+.4f}{spread(p[c])} ({', '.join(f'{d:+.4f}' for d in p[c]['deltas'])})" for c in columns
             )
             lines.append(f"| {config} | {', '.join(map(str, p['seeds']))} | {cells} |")
     return "\n".join(lines) + "\n"
