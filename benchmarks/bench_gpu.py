@@ -25,6 +25,8 @@ sentences and initial weights:
   ner_accel_padded          the same with the padded model (sdpa): what unpadding is worth on this GPU
   ner_accel_compile         the same with torch.compile(dynamic=True)
   ner_accel_compile_graphs  torch.compile(mode="reduce-overhead", dynamic=True): CUDA graphs per shape
+  ner_accel_padded_compile  ner_accel_padded under torch.compile(dynamic=True)
+  ner_accel_padded_graphs   ner_accel_padded under torch.compile(mode="reduce-overhead", dynamic=True)
 Reported: real (non-padding) tokens/s, model FLOPs utilisation (6 x non-embedding parameters + attention, per real
 token, over the GPU's dense bf16 peak), padding efficiency, peak GPU memory.
 """
@@ -67,11 +69,19 @@ CONFIGS = [
     "ner_accel_padded",
     "ner_accel_compile",
     "ner_accel_compile_graphs",
+    "ner_accel_padded_compile",
+    "ner_accel_padded_graphs",
 ]
 DEFAULT_CONFIGS = [c for c in CONFIGS if c != "trainer_grouped"]  # the runs BENCHMARKS.md reports
 CHECK_CONFIGS = ["trainer", "ner_accel", "trainer_grouped", "ner_accel_padded"]  # the main comparison first
+COMPILE_MODES = {  # torch.compile's mode per configuration; reduce-overhead records CUDA graphs per shape
+    "ner_accel_compile": "default",
+    "ner_accel_compile_graphs": "reduce-overhead",
+    "ner_accel_padded_compile": "default",
+    "ner_accel_padded_graphs": "reduce-overhead",
+}
 TRAINERS = {"trainer": "random", "trainer_grouped": "group_by_length"}  # Trainer configurations: their sampler
-PADDED = {"trainer", "trainer_grouped", "ner_accel_padded"}  # configurations that run transformers' padded sdpa model
+PADDED = {"trainer", "trainer_grouped", "ner_accel_padded", "ner_accel_padded_compile", "ner_accel_padded_graphs"}  # configurations that run transformers' padded sdpa model
 WRAP_CLASS = {"xlm-roberta": "XLMRobertaLayer", "bert": "BertLayer"}  # FSDP's shard unit per model type
 LOGITS_TOLERANCE = 1e-3  # fp32 logits, padded sdpa vs unpadded attention: ~1e-6 on CPU, kernels differ on CUDA
 CHILDREN: set = set()  # launched processes, killed with their workers if the check runs out of time
@@ -421,7 +431,7 @@ def measure(workload: Workload, config: str, batch_size: int, steps: int, warmup
     # accelerate keeps one process-wide state and refuses an Accelerator at another precision than the last one
     # (Trainer takes ACCELERATE_MIXED_PRECISION, ner_accel's loop its own choice): each configuration starts afresh.
     AcceleratorState._reset_state()
-    compile_mode = {"ner_accel_compile": "default", "ner_accel_compile_graphs": "reduce-overhead"}.get(config)
+    compile_mode = COMPILE_MODES.get(config)
     model = build_model(workload, "sdpa" if config in PADDED else UNPADDED)
     reset_peak_memory(workload.device)
     started = time.perf_counter()
@@ -505,13 +515,13 @@ def run_throughput(args, workload: Workload, report: dict, output: Path, deadlin
 
     for batch_size in args.batch_sizes:
         for config in args.configs:
-            compile_mode = config in ("ner_accel_compile", "ner_accel_compile_graphs")
+            compile_mode = config in COMPILE_MODES
             spent, left = time.perf_counter() - began, deadline - time.perf_counter()
             compile_short = compile_mode and (spent > args.budget_s - 90 or left < 90)  # compiling takes minutes
             if spent > args.budget_s or left < args.min_stage_s or compile_short:
                 skip(config, batch_size, f"{spent:.0f} s of the time budget spent")
                 continue
-            if config == "ner_accel_compile_graphs" and workload.device != "cuda":
+            if COMPILE_MODES.get(config) == "reduce-overhead" and workload.device != "cuda":
                 continue  # CUDA graphs need CUDA
             if batch_size != "max":
                 record(measure(workload, config, batch_size, *scaled_steps(args, batch_size), args.measure_s))

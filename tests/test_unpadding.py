@@ -97,10 +97,15 @@ def test_packing_round_trip():
     assert packing.positions.tolist() == [0, 1, 2, 4, 8, 9, 10, 11]  # flat (row * length + column) positions
 
 
-def test_training_defaults_to_the_unpadded_attention():
+def test_training_attention_defaults_to_unpadded_off_cuda_and_sdpa_on_cuda():
     from ner_accel.config import TrainConfig
+    from ner_accel.model import resolve_attention
 
-    assert TrainConfig().attention == UNPADDED
+    assert TrainConfig().attention == "auto"
+    assert resolve_attention("auto", "cpu") == UNPADDED
+    assert resolve_attention("auto", "cuda") == "sdpa"  # the host sync per forward stalls the GPU (BENCHMARKS.md)
+    assert resolve_attention(UNPADDED, "cuda") == UNPADDED  # an explicit choice is kept on every device
+    assert resolve_attention("eager", "cpu") == "eager"
 
 
 def test_attention_buckets_pad_each_length_class_to_its_own_longest():

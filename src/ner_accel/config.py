@@ -64,11 +64,12 @@ class TrainConfig:
         default=False,
         metadata={"help": "Label every sub-token of a word (continuations become I-), not only the first."},
     )
-    attention: Literal["ner_accel_unpadded", "sdpa", "eager", "flash_attention_2"] = field(
-        default="ner_accel_unpadded",
+    attention: Literal["auto", "ner_accel_unpadded", "sdpa", "eager", "flash_attention_2"] = field(
+        default="auto",
         metadata={
             "help": "ner_accel_unpadded: every layer but attention on real tokens only (same results, less work); "
-            "sdpa or eager: transformers' padded model; flash_attention_2 where the flash-attn package is installed."
+            "sdpa or eager: transformers' padded model; flash_attention_2 where the flash-attn package is installed; "
+            "auto: sdpa on CUDA (faster there, see BENCHMARKS.md), ner_accel_unpadded elsewhere."
         },
     )
     trust_remote_code: bool = field(

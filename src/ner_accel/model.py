@@ -162,6 +162,18 @@ def model_config(name: str, labels: list[str], trust_remote_code: bool = False, 
     return config
 
 
+def resolve_attention(choice: str, device_type: str) -> str:
+    """--attention auto: transformers' padded sdpa on CUDA, the unpadded forward elsewhere.
+
+    Measured on an H200 at batch 24 (BENCHMARKS.md, "GPU"): the unpadded forward's host sync per batch (the
+    packed lengths) leaves the GPU waiting, 0.60-0.97x the seed recipe against 1.42-1.68x padded. On CPU every
+    skipped padding token is saved work, and there is no device queue to stall.
+    """
+    if choice != "auto":
+        return choice
+    return "sdpa" if device_type == "cuda" else UNPADDED
+
+
 def load_model(
     name: str,
     labels: list[str],

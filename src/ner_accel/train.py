@@ -36,7 +36,7 @@ from .errors import UsageError, WriteFailed, say
 from .html_report import RUN_REPORT, write_html
 from .hub import check_push_target, push_to_hub
 from .loaders import build_loaders
-from .model import load_model, load_tokenizer
+from .model import load_model, load_tokenizer, resolve_attention
 from .model_card import model_card, write_model_card
 from .optimization import LossMeter, build_optimizer, forward_backward, optimizer_steps
 from .precision import make_accelerator
@@ -147,7 +147,8 @@ def set_up(config: TrainConfig, accelerator: Accelerator) -> Run:
     state = state or TrainerState(labels=corpus.labels, settings=settings)
     train_loader, eval_loaders = build_loaders(config, accelerator, tokenizer, corpus)
 
-    model = load_model(config.model, corpus.labels, config.trust_remote_code, attention=config.attention)
+    attention = resolve_attention(config.attention, accelerator.device.type)
+    model = load_model(config.model, corpus.labels, config.trust_remote_code, attention=attention)
     id2label = model.config.id2label  # read before prepare wraps the model (DDP, FSDP)
     if config.freeze_word_embeddings:
         model.get_input_embeddings().requires_grad_(False)
