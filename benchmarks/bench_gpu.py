@@ -81,7 +81,13 @@ COMPILE_MODES = {  # torch.compile's mode per configuration; reduce-overhead rec
     "ner_accel_padded_graphs": "reduce-overhead",
 }
 TRAINERS = {"trainer": "random", "trainer_grouped": "group_by_length"}  # Trainer configurations: their sampler
-PADDED = {"trainer", "trainer_grouped", "ner_accel_padded", "ner_accel_padded_compile", "ner_accel_padded_graphs"}  # configurations that run transformers' padded sdpa model
+PADDED = {
+    "trainer",
+    "trainer_grouped",
+    "ner_accel_padded",
+    "ner_accel_padded_compile",
+    "ner_accel_padded_graphs",
+}  # configurations that run transformers' padded sdpa model
 WRAP_CLASS = {"xlm-roberta": "XLMRobertaLayer", "bert": "BertLayer"}  # FSDP's shard unit per model type
 LOGITS_TOLERANCE = 1e-3  # fp32 logits, padded sdpa vs unpadded attention: ~1e-6 on CPU, kernels differ on CUDA
 CHILDREN: set = set()  # launched processes, killed with their workers if the check runs out of time

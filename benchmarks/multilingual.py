@@ -227,12 +227,7 @@ def snapshot() -> dict:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return dict(cpu=cpu, cores=os.cpu_count(), python=sys.version.split()[0])
+    return load_script("bench_train").machine()
 
 
 def mean_sd(values: list[float]) -> dict:

@@ -77,6 +77,7 @@ München\tB-LOC
 .\tO
 """
 
+
 def pytest_addoption(parser) -> None:
     parser.addoption(
         "--auto-precision",
@@ -195,15 +196,19 @@ def run_training(argv: list[str]) -> int:
 # outside the checkout by benchmarks/shared_models.py, which the benchmarks use too.
 
 
-def load_shared_models():
-    """benchmarks/shared_models.py, loaded by path: benchmarks/ is a folder of scripts, not a package."""
+def load_benchmark(name: str):
+    """benchmarks/NAME.py, loaded by path: benchmarks/ is a folder of scripts, not a package."""
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "shared_models.py"
-    spec = importlib.util.spec_from_file_location("shared_models", path)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_shared_models():
+    return load_benchmark("shared_models")
 
 
 @pytest.fixture(scope="session")

@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-from conftest import build_model_dir
+from conftest import build_model_dir, load_benchmark
 
 from ner_accel.precision import resolve_mixed_precision
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_bench_train_cpu_path(tmp_path, conll_dir):
     pytest.importorskip("seqeval")
     model = build_model_dir(tmp_path / "model")
     output = tmp_path / "out" / "tiny.json"
-    report = load_script("bench_train").main(
+    report = load_benchmark("bench_train").main(
         [
             "--model",
             str(model),
@@ -75,7 +64,7 @@ def test_bench_train_vary_seed_pairs_f1_by_seed(tmp_path, conll_dir):
     output = tmp_path / "seeds.json"
     argv = ["--model", str(model), "--data-dir", str(conll_dir), "--train-samples", "4", "--batch-size", "2"]
     argv += ["--rounds", "2", "--vary-seed", "--seed", "7", "--configs", "seed", "ner_accel", "--threads", "1"]
-    report = load_script("bench_train").main([*argv, "--output", str(output)])
+    report = load_benchmark("bench_train").main([*argv, "--output", str(output)])
     runs = {(r["config"], r["seed"]): r["f1"] for r in report["runs"]}
     assert sorted(runs) == [("ner_accel", 7), ("ner_accel", 8), ("seed", 7), ("seed", 8)]
     paired = report["summary"]["ner_accel"]["f1_paired"]
@@ -85,7 +74,7 @@ def test_bench_train_vary_seed_pairs_f1_by_seed(tmp_path, conll_dir):
 
 def test_bench_gpu_cpu_path(tmp_path, conll_dir):
     model = build_model_dir(tmp_path / "model")
-    report = load_script("bench_gpu").main(
+    report = load_benchmark("bench_gpu").main(
         [
             "--device",
             "cpu",

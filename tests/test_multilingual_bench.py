@@ -3,21 +3,10 @@ languages, one seed; the report's structure, not its numbers."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-from conftest import TRAIN, VALIDATION
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import TRAIN, VALIDATION, load_benchmark
 
 
 def test_multilingual_bench_end_to_end(tmp_path, tiny_model):
@@ -31,7 +20,7 @@ def test_multilingual_bench_end_to_end(tmp_path, tiny_model):
     argv = ["--model", str(tiny_model), "--data-root", str(root), "--train-languages", "de", "fr"]
     argv += ["--train-samples", "4", "--epochs", "1", "--batch-size", "2", "--seeds", "7", "--threads", "1"]
     argv += ["--configs", "trainer", "lr=--learning-rate 1e-4", "--output", str(output)]
-    report = load_script("multilingual").main(argv)
+    report = load_benchmark("multilingual").main(argv)
 
     saved = json.loads(output.read_text())
     assert saved["columns"] == ["de", "fr", "en", "mean"] == report["columns"]
@@ -53,7 +42,7 @@ def test_multilingual_bench_end_to_end(tmp_path, tiny_model):
     assert "| lr | `--learning-rate 1e-4` | 7 |" in table and "Paired differences against trainer" in table
 
     # --resume keeps every earlier run (configurations not asked again too) and runs only what is missing.
-    again = load_script("multilingual").main([*argv[: argv.index("--configs")], "--resume", "--output", str(output),
+    again = load_benchmark("multilingual").main([*argv[: argv.index("--configs")], "--resume", "--output", str(output),
                                               "--configs", "lr=--learning-rate 1e-4", "warm=--warmup-ratio 0.5"])  # fmt: skip
     assert [r["config"] for r in again["runs"]] == ["trainer", "lr", "warm"]
     assert again["runs"][:2] == saved["runs"] and "vs_trainer" in again["summary"]["warm"]

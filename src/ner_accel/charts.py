@@ -11,7 +11,6 @@ WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 520, 260, 60, 16, 34, 40
 MAX_MARKERS = 60  # dots (with a tooltip) on each point of a series up to this many points; beyond, the line alone
 
 
-
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     """About `count` round tick values (1, 2 or 5 times a power of ten apart) from at or below low to at or above
     high: the axis runs from the first to the last."""
