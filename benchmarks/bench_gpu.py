@@ -22,7 +22,8 @@ sentences and initial weights:
   trainer_grouped  the same with train_sampling_strategy="group_by_length"
   ner_accel        ner_accel's batches (length-grouped, padded to a multiple of 8), unpadded forward and step
                    (forward_backward, clip, fused AdamW, schedule) under Accelerate bf16, eager
-  ner_accel_padded          the same with the padded model (sdpa): what unpadding is worth on this GPU
+  ner_accel_padded          the same with the padded model (sdpa): what unpadding is worth on this GPU; since the
+                            H200 run, what `--attention auto` trains on CUDA (ner_accel's default path there)
   ner_accel_compile         the same with torch.compile(dynamic=True)
   ner_accel_compile_graphs  torch.compile(mode="reduce-overhead", dynamic=True): CUDA graphs per shape
   ner_accel_padded_compile  ner_accel_padded under torch.compile(dynamic=True)
