@@ -129,12 +129,12 @@ def find_split_file(directory: Path, split: str) -> Path | None:
     """The one file of a split in directory: <name>.<conll|txt|tsv|iob|iob2|jsonl>, the name one of the split's."""
     names = SPLIT_NAMES.get(split, (split,))
     candidates = [directory / f"{name}{suffix}" for name in names for suffix in CONLL_SUFFIXES + JSONL_SUFFIXES]
-    found = [path for path in candidates if path.is_file()]
-    if len(found) > 1:
+    existing = [path for path in candidates if path.is_file()]
+    if len(existing) > 1:
         raise UsageError(
-            f"{directory}: several files for split '{split}' ({', '.join(p.name for p in found)}); keep one"
+            f"{directory}: several files for split '{split}' ({', '.join(p.name for p in existing)}); keep one"
         )
-    return found[0] if found else None
+    return existing[0] if existing else None
 
 
 def check_data_dir(directory: str) -> Path:

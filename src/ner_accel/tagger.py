@@ -95,10 +95,10 @@ class Tagger:
         probabilities = logits.float().softmax(dim=-1).cpu().numpy()
         out = []
         for row, (_, firsts) in enumerate(batch):
-            found = np.full((len(firsts), probabilities.shape[-1]), np.nan, dtype=np.float32)
-            kept = [i for i, first in enumerate(firsts) if first is not None]
-            found[kept] = probabilities[row, [firsts[i] for i in kept]]
-            out.append(found)
+            word_rows = np.full((len(firsts), probabilities.shape[-1]), np.nan, dtype=np.float32)
+            kept = [i for i, first in enumerate(firsts) if first is not None]  # invisible words keep NaN rows
+            word_rows[kept] = probabilities[row, [firsts[i] for i in kept]]
+            out.append(word_rows)
         return out
 
     def tag(self, texts: list[str], progress: tqdm | None = None) -> list[list[dict]]:
@@ -115,18 +115,18 @@ class Tagger:
         remaining = {i: len(plans[i]) for i in with_words}
         if progress is not None:
             progress.update(len(texts) - len(with_words))
-        found = {}
+        window_probabilities = {}
         for first in range(0, len(jobs), self.batch_size):
             batch = jobs[first : first + self.batch_size]
             for (doc, window, *_), probabilities in zip(batch, self.word_probabilities([job[2:] for job in batch])):
-                found[doc, window] = probabilities
+                window_probabilities[doc, window] = probabilities
                 remaining[doc] -= 1
                 if progress is not None and remaining[doc] == 0:
                     progress.update(1)
         results = [[] for _ in texts]
         for doc in with_words:
             chosen = central_windows(plans[doc], len(words[doc]))
-            rows = np.stack([found[doc, w][word - plans[doc][w][0]] for word, w in enumerate(chosen)])
+            rows = np.stack([window_probabilities[doc, w][word - plans[doc][w][0]] for word, w in enumerate(chosen)])
             results[doc] = self.entities(texts[doc], spans[doc], rows)
         return results
 
