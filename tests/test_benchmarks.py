@@ -52,10 +52,13 @@ def test_bench_train_cpu_path(tmp_path, conll_dir):
         run = next(r for r in report["runs"] if r["config"] == config)
         assert run["eval_sentences"] == 3 and 0 < run["padding_efficiency"] <= 1 and 0 <= run["f1"] <= 1
         assert run["real_tokens"] == next(r for r in report["runs"] if r["config"] == "seed")["real_tokens"]
+        assert run["process_s"] > run["train_s"] + run["eval_s"]  # the whole process holds both
     assert report["scaling"][0]["train_sentences"] == 3
     resolved = resolve_mixed_precision("auto", use_cpu=True)  # every configuration at ner_accel's default
     assert {r["precision"] for r in report["runs"]} == {resolved}
     assert report["summary"]["seed"]["tokens_per_s_ratio"] == 1.0
+    assert report["summary"]["seed"]["process_speedup"] == 1.0
+    assert "whole process" in output.with_suffix(".md").read_text()
 
 
 def test_bench_train_vary_seed_pairs_f1_by_seed(tmp_path, conll_dir):
