@@ -18,6 +18,7 @@ Configurations (each run in its own process so peak memory is its own; rounds in
                    the padded model users get from transformers (sdpa attention): the issue's bare loop
   bare_unpadded    the same loop with ner_accel's unpadded forward: the ceiling of ner_accel's loop itself
   ner_accel_w1     ner_accel with --dataloader-num-workers 1 (a candidate default)
+  ner_accel_freeze ner_accel with --freeze-word-embeddings (other results: the embedding matrix stays pretrained)
 
 Needs: torch, transformers, datasets, seqeval, accelerate (and ner_accel installed or src/ on the path).
 Writes benchmarks/results/<workload>.json and .md. Timings are the training loop's wall time (batches loaded,
@@ -56,7 +57,7 @@ WORKLOADS = {
     # multilingual-e5-small (real weights, XLM-R's tokenizer), converted once per machine: see shared_models.py
     "e5-de": dict(model=None, data_dir=str(PANX / "de"), train_samples=8000, eval_samples=None),
 }  # fmt: skip
-CONFIGS = ["seed", "trainer_grouped", "ner_accel", "bare", "bare_unpadded", "ner_accel_w1", "prep"]
+CONFIGS = ["seed", "trainer_grouped", "ner_accel", "bare", "bare_unpadded", "ner_accel_w1", "ner_accel_freeze", "prep"]
 DEFAULT_CONFIGS = ["seed", "trainer_grouped", "ner_accel", "bare", "bare_unpadded"]
 
 
@@ -251,7 +252,7 @@ def run_trainer(
 # ner_accel's real training code, timed from outside with monkeypatched wrappers
 
 
-def run_ner_accel(args, workers: int = 0) -> dict:
+def run_ner_accel(args, workers: int = 0, extra: tuple[str, ...] = ()) -> dict:
     from ner_accel import loaders as L
     from ner_accel import train as T
 
@@ -327,7 +328,7 @@ def run_ner_accel(args, workers: int = 0) -> dict:
         ]
         argv += ["--max-eval-samples", str(args.eval_samples)] if args.eval_samples else []
         argv += ["--dataloader-num-workers", str(workers)] if workers else []
-        argv += ["--mixed-precision", args.mixed_precision]
+        argv += ["--mixed-precision", args.mixed_precision, *extra]
         start = time.perf_counter()
         final = next(v for k, v in T.train(T.parse_config(argv)).items() if k != "mean_f1")
         total_s = time.perf_counter() - start
@@ -443,6 +444,7 @@ def worker(args) -> None:
         "trainer_grouped": lambda: run_trainer(args, grouped=True),
         "ner_accel": lambda: run_ner_accel(args),
         "ner_accel_w1": lambda: run_ner_accel(args, workers=1),
+        "ner_accel_freeze": lambda: run_ner_accel(args, extra=("--freeze-word-embeddings",)),
         "bare": lambda: run_bare(args, unpadded=False),
         "bare_unpadded": lambda: run_bare(args, unpadded=True),
     }[args.worker]
