@@ -522,9 +522,9 @@ def run_throughput(args, workload: Workload, report: dict, output: Path, deadlin
 
     for batch_size in args.batch_sizes:
         for config in args.configs:
-            compile_mode = config in COMPILE_MODES
+            compiles = config in COMPILE_MODES
             spent, left = time.perf_counter() - began, deadline - time.perf_counter()
-            compile_short = compile_mode and (spent > args.budget_s - 90 or left < 90)  # compiling takes minutes
+            compile_short = compiles and (spent > args.budget_s - 90 or left < 90)  # compiling takes minutes
             if spent > args.budget_s or left < args.min_stage_s or compile_short:
                 skip(config, batch_size, f"{spent:.0f} s of the time budget spent")
                 continue

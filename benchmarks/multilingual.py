@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -264,9 +265,7 @@ def markdown(report: dict) -> str:
     w, columns = report["workload"], report["columns"]
     sentences = ", ".join(f"{n:,} {language}" for language, n in w["train_sentences"].items())
     evaluated = f"first {w['eval_samples']:,}" if w["eval_samples"] else "all"
-    counts = {}
-    for run in report["runs"]:
-        counts[run["commit"]] = counts.get(run["commit"], 0) + 1
+    counts = Counter(run["commit"] for run in report["runs"])
     commits = "runs from commit " + ", ".join(f"{c[:12]} ({n} runs)" for c, n in counts.items()) if counts else "-"
     lines = [
         f"### {w['model']}: trained on {'+'.join(w['train_languages'])} ({sentences} sentences), {w['epochs']} "

@@ -44,7 +44,7 @@ from .run_lock import lock_run_dir, release_run_locks
 from .scoring import score, score_sets
 from .signals import Preempted, StopSignal
 from .tracking import closed_at_exit, evaluation_scalars, resolve_trackers, start_tracking
-from .trainer_state import TrainerState
+from .trainer_state import TrainerState, headline_f1
 
 logger = get_logger("ner_accel")
 
@@ -262,11 +262,9 @@ def finish(run: Run, losses: LossMeter, console: Console) -> dict:
         write_html(config.run_dir / RUN_REPORT, training={"evaluations": state.history, "final": final},
                    title=config.run_dir.name)  # fmt: skip
         batch = config.per_device_train_batch_size * accelerator.num_processes * config.gradient_accumulation_steps
-        f1 = final["mean_f1"] if "mean_f1" in final else next(iter(final.values()))["f1"]
-        places = {"model": config.run_dir / MODEL_DIR, "checkpoints": run.checkpoints.root,
-                  "report": config.run_dir / RUN_REPORT}  # fmt: skip
+        places = {"model": model_dir, "checkpoints": run.checkpoints.root, "report": config.run_dir / RUN_REPORT}
         steps = state.step - run.first_step  # in this process: a resumed run counts from its checkpoint
-        print_summary(console, time.monotonic() - run.started, steps, batch, f1, final_step, places)
+        print_summary(console, time.monotonic() - run.started, steps, batch, headline_f1(final), final_step, places)
     accelerator.wait_for_everyone()
     if config.push_to_hub and accelerator.is_main_process:  # after the barrier: a failed upload holds no one up
         logger.info(f"uploaded {MODEL_DIR}/ to {push_to_hub(config.run_dir / MODEL_DIR, config.push_to_hub)}")

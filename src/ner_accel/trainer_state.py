@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 
+def headline_f1(results: dict[str, dict]) -> float:
+    """The F1 that stands for an evaluation: the mean over languages, or the one language's F1."""
+    return results["mean_f1"] if "mean_f1" in results else next(iter(results.values()))["f1"]
+
+
 @dataclass
 class TrainerState:
     """Where the loop stands: enough, with accelerate's state, to continue exactly where it stopped."""
@@ -33,9 +38,9 @@ class TrainerState:
         return True
 
     def record_evaluation(self, results: dict[str, dict]) -> None:
-        """Add an evaluation at the current step; the mean F1 over languages (or the one F1) decides the best."""
+        """Add an evaluation at the current step; its headline F1 decides the best."""
         self.history.append({"step": self.step, "epoch": self.epoch, "validation": results})
-        f1 = results["mean_f1"] if "mean_f1" in results else next(iter(results.values()))["f1"]
+        f1 = headline_f1(results)
         if f1 > self.best_f1:
             self.best_f1, self.best_step, self.evaluations_since_best = f1, self.step, 0
         else:
