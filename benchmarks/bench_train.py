@@ -314,8 +314,6 @@ def run_ner_accel(args, workers: int = 0, extra: tuple[str, ...] = ()) -> dict:
             str(args.epochs),
             "--per-device-train-batch-size",
             str(args.batch_size),
-            "--per-device-eval-batch-size",
-            str(args.batch_size),
             "--seed",
             str(args.seed),
             "--output-dir",

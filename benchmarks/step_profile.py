@@ -8,7 +8,7 @@ Any model and data directory:
 
 The step is ner_accel's own: train.set_up's data (tokenized, length-grouped batches), model (unpadded forward),
 AdamW and schedule under an Accelerator at each precision, then forward_backward, the Accelerator's
-clip_grad_norm_, and the optimizer step with the schedule's step and zero_grad (the "optimizer" phase). Batches
+clipping (StepGradients.clip), and the optimizer step with the schedule's step and zero_grad (the "optimizer" phase). Batches
 are collated before the clock starts; a hook on the model splits forward_backward where the model returns its
 loss. The optimizer's time on the word-embedding matrix is measured with two more fused AdamW instances over the
 same gradients, one over that matrix alone and one over every other parameter. --freeze-word-embeddings (train's
@@ -78,7 +78,7 @@ def time_steps(config, steps: int, warmup: int) -> dict:
         train.forward_backward(model, [batch], accelerator)
         sync()
         backward_end = time.perf_counter()
-        accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        run.gradients.clip(config.max_grad_norm)  # as train's loop does (the embedding's rows, see gradients.py)
         sync()
         clip_end = time.perf_counter()
         optimizer.step()
@@ -103,16 +103,18 @@ def time_steps(config, steps: int, warmup: int) -> dict:
     optimizer.state.clear()  # its moments (twice the model's size): the two optimizers below allocate their own
     embedding = accelerator.unwrap_model(model).get_input_embeddings().weight
     result["embedding_optimizer"] = (
-        embedding_share(model, groups, accelerator, batches[-1], warmup, steps) if embedding.requires_grad else None
+        embedding_share(run, groups, batches[-1], warmup, steps) if embedding.requires_grad else None
     )
     return result
 
 
-def embedding_share(model, groups: list[dict], accelerator, batch: dict, warmup: int, steps: int) -> dict:
+def embedding_share(run, groups: list[dict], batch: dict, warmup: int, steps: int) -> dict:
     """Fused AdamW over the word-embedding matrix alone vs over every other parameter, on one step's gradients."""
     import torch
 
     from ner_accel import train
+
+    model, accelerator = run.model, run.accelerator
 
     embedding = accelerator.unwrap_model(model).get_input_embeddings().weight
     options = {k: v for k, v in groups[0].items() if k in ("lr", "betas", "eps")}
@@ -127,6 +129,7 @@ def embedding_share(model, groups: list[dict], accelerator, batch: dict, warmup:
         if any(p is not embedding for p in g["params"])
     ]
     train.forward_backward(model, [batch], accelerator)  # the gradients every timed step below applies
+    run.gradients.clip(0)  # dense, as the optimizer gets them
     optimizers = {
         "embedding": torch.optim.AdamW(alone, fused=True, **options),
         "rest": torch.optim.AdamW(rest, fused=True, **options),

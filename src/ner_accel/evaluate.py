@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-eval-samples", type=int, help="Use only the first N sentences of each dataset.")
     parser.add_argument("--max-length", type=int, help="Truncate to this many sub-tokens (default: the model's limit).")
     # Runtime
-    parser.add_argument("--per-device-batch-size", type=int, default=32, help="Sentences per device per batch.")
+    parser.add_argument("--per-device-batch-size", type=int, default=96, help="Sentences per device per batch.")
     parser.add_argument(
         "--mixed-precision",
         default="auto",

@@ -33,6 +33,7 @@ from .config import TrainConfig, parse_config
 from .console import print_results, print_summary, setup_logging
 from .data import Corpus, load_corpus
 from .errors import UsageError, WriteFailed, say
+from .gradients import StepGradients, embedding_rows_apply
 from .html_report import RUN_REPORT, write_html
 from .hub import check_push_target, push_to_hub
 from .loaders import build_loaders
@@ -69,8 +70,7 @@ def train(config: TrainConfig) -> dict:
     with StopSignal(announce=accelerator.is_local_main_process) as stop, progress, closed_at_exit(accelerator):
         for micro_batches in remaining_steps(run):
             losses.add(forward_backward(model, micro_batches, accelerator))
-            if config.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            run.gradients.clip(config.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -112,6 +112,7 @@ class Run:
     train_loader: object  # prepared: this process's slice of each global batch
     batches: LengthGroupedBatches  # the global batches of each epoch, from (seed, epoch)
     eval_loaders: dict  # validation set name -> prepared loader
+    gradients: StepGradients  # clips them; on one CPU process keeps the word embeddings' as rows
     checkpoints: Checkpoints
     state: TrainerState
     id2label: dict[int, str]
@@ -163,6 +164,7 @@ def set_up(config: TrainConfig, accelerator: Accelerator) -> Run:
     model, optimizer, train_loader, scheduler, *prepared_eval = accelerator.prepare(
         model, optimizer, train_loader, scheduler, *eval_loaders.values()
     )
+    gradients = StepGradients(accelerator, model, embedding_rows=embedding_rows_apply(accelerator, model))
     checkpoints = Checkpoints(run_dir, config.keep_checkpoints, keep_best=config.load_best)
     if config.overwrite and not resume_from:  # only now, once data and model have loaded without error
         checkpoints.clear(accelerator)
@@ -172,7 +174,8 @@ def set_up(config: TrainConfig, accelerator: Accelerator) -> Run:
                     f"batch {state.batches_in_epoch})")  # fmt: skip
     run = Run(
         config, accelerator, tokenizer, corpus, model, optimizer, scheduler, train_loader, batches,
-        dict(zip(eval_loaders, prepared_eval)), checkpoints, state, id2label, steps_per_epoch, total_steps, state.step,
+        dict(zip(eval_loaders, prepared_eval)), gradients, checkpoints, state, id2label, steps_per_epoch, total_steps,
+        state.step,
     )  # fmt: skip
     log_banner(run)
     return run

@@ -1,0 +1,92 @@
+"""The word embeddings' gradient as rows (gradients.StepGradients) equals the dense backward + Accelerator clipping."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+
+from ner_accel import train
+from ner_accel.config import parse_config
+from ner_accel.gradients import StepGradients, embedding_rows_apply
+from ner_accel.optimization import forward_backward
+from ner_accel.precision import make_accelerator
+
+
+def set_up(model_dir, data_dir, tmp_path, precision: str, *flags: str) -> train.Run:
+    AcceleratorState._reset_state(reset_partial_state=True)
+    argv = ["--model", model_dir, "--data-dir", data_dir, "--output-dir", tmp_path, "--run-name", "r", "--overwrite"]
+    config = parse_config([str(a) for a in argv] + ["--mixed-precision", precision, *flags])
+    accelerator = make_accelerator(config.mixed_precision)
+    torch.manual_seed(0)
+    return train.set_up(config, accelerator)
+
+
+def run_steps(run: train.Run, gradients: StepGradients, steps: list[list[dict]], max_norm: float) -> list[dict]:
+    """Parameters and gradients after each optimizer step, as train's loop makes them."""
+    seen = []
+    for micro_batches in steps:
+        forward_backward(run.model, micro_batches, run.accelerator)
+        gradients.clip(max_norm)
+        grads = {name: p.grad.clone() for name, p in run.model.named_parameters() if p.grad is not None}
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        seen.append({"grads": grads, "params": {n: p.detach().clone() for n, p in run.model.named_parameters()}})
+    return seen
+
+
+@pytest.mark.parametrize("max_norm", [0.0, 1e-3])  # 1e-3: clipping scales every step's gradients
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_rows_equal_the_dense_gradient(tiny_model_no_dropout, conll_dir, tmp_path, max_norm, accumulation):
+    """Three steps: the rows path's gradients and weights equal the dense path's, stale rows zeroed between steps."""
+    dense = set_up(tiny_model_no_dropout, conll_dir, tmp_path / "dense", "no", "--per-device-train-batch-size", "1")
+    assert embedding_rows_apply(dense.accelerator, dense.model)  # one CPU process, trained embeddings
+    batches = [batch for batch in dense.train_loader]
+    steps = [batches[i : i + accumulation] for i in range(0, len(batches), accumulation)][:3]
+    assert len({tuple(b["input_ids"].flatten().tolist()) for s in steps for b in s}) > 1  # different rows per step
+    expected = run_steps(dense, StepGradients(dense.accelerator, dense.model, embedding_rows=False), steps, max_norm)
+
+    rows = set_up(tiny_model_no_dropout, conll_dir, tmp_path / "rows", "no", "--per-device-train-batch-size", "1")
+    gradients = StepGradients(rows.accelerator, rows.model, embedding_rows=True)
+    got = run_steps(rows, gradients, steps, max_norm)
+    embedding = rows.model.get_input_embeddings().weight
+    assert embedding.grad is None and gradients.rows is not None  # the buffer is kept, not the parameter's grad
+    for step, (want, have) in enumerate(zip(expected, got)):
+        assert want["grads"].keys() == have["grads"].keys()
+        for name, grad in want["grads"].items():
+            assert not have["grads"][name].is_sparse
+            torch.testing.assert_close(have["grads"][name], grad, rtol=1e-5, atol=1e-7, msg=f"step {step}: {name}")
+        for name, param in want["params"].items():
+            torch.testing.assert_close(have["params"][name], param, rtol=1e-5, atol=1e-7, msg=f"step {step}: {name}")
+
+
+def test_rows_only_where_they_apply(tiny_model, conll_dir, tmp_path):
+    """Frozen embeddings have no gradient; fp16's loss scaler unscales inside the Accelerator's clipping."""
+    frozen = set_up(tiny_model, conll_dir, tmp_path / "f", "no", "--freeze-word-embeddings")
+    assert not embedding_rows_apply(frozen.accelerator, frozen.model) and frozen.gradients.embedding is None
+    run = set_up(tiny_model, conll_dir, tmp_path / "b", "bf16")
+    assert run.accelerator.mixed_precision == "bf16" and embedding_rows_apply(run.accelerator, run.model)
+    assert run.gradients.embedding is not None  # set_up chose them: train's loop uses them
+
+
+def test_rows_on_the_multilingual_model(multilingual_model, tmp_path):
+    """XLM-R's 250k vocabulary at bf16, one real PAN-X.de step: the same gradients and update as the dense path."""
+    from conftest import PANX
+
+    data = tmp_path / "de"
+    data.mkdir()
+    lines = (PANX / "de" / "train.conll").read_text(encoding="utf-8").split("\n\n")[:48]
+    (data / "train.conll").write_text("\n\n".join(lines) + "\n", encoding="utf-8")
+    (data / "validation.conll").write_text("\n\n".join(lines[:8]) + "\n", encoding="utf-8")
+    flags = ("--per-device-train-batch-size", "24", "--max-grad-norm", "1.0")
+    dense = set_up(multilingual_model, data, tmp_path / "dense", "bf16", *flags)
+    dense.model.eval()  # dropout off: both paths see the same forward
+    steps = [[batch] for batch in dense.train_loader][:2]
+    expected = run_steps(dense, StepGradients(dense.accelerator, dense.model, embedding_rows=False), steps, 1.0)
+    rows = set_up(multilingual_model, data, tmp_path / "rows", "bf16", *flags)
+    rows.model.eval()
+    got = run_steps(rows, rows.gradients, steps, 1.0)
+    name = "bert.embeddings.word_embeddings.weight"
+    for want, have in zip(expected, got):
+        torch.testing.assert_close(have["grads"][name], want["grads"][name], rtol=1e-5, atol=1e-8)
+        torch.testing.assert_close(have["params"][name], want["params"][name], rtol=1e-5, atol=1e-7)
