@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from accelerate.state import AcceleratorState
@@ -9,7 +11,7 @@ from accelerate.state import AcceleratorState
 from ner_accel import train
 from ner_accel.config import parse_config
 from ner_accel.gradients import StepGradients, embedding_rows_apply
-from ner_accel.optimization import forward_backward
+from ner_accel.optimization import build_optimizer, forward_backward
 from ner_accel.precision import make_accelerator
 
 
@@ -29,6 +31,9 @@ def run_steps(run: train.Run, gradients: StepGradients, steps: list[list[dict]],
         forward_backward(run.model, micro_batches, run.accelerator)
         gradients.clip(max_norm)
         grads = {name: p.grad.clone() for name, p in run.model.named_parameters() if p.grad is not None}
+        if gradients.weight is not None:  # the rows path: the matrix's gradient as the dense backward would hold it
+            (name,) = [n for n, p in run.model.named_parameters() if p is gradients.weight]
+            grads[name] = torch.zeros_like(gradients.weight).index_copy_(0, gradients.rows, gradients.values)
         run.optimizer.step()
         run.optimizer.zero_grad(set_to_none=True)
         seen.append({"grads": grads, "params": {n: p.detach().clone() for n, p in run.model.named_parameters()}})
@@ -47,14 +52,12 @@ def test_rows_equal_the_dense_gradient(tiny_model_no_dropout, conll_dir, tmp_pat
     expected = run_steps(dense, StepGradients(dense.accelerator, dense.model, embedding_rows=False), steps, max_norm)
 
     rows = set_up(tiny_model_no_dropout, conll_dir, tmp_path / "rows", "no", "--per-device-train-batch-size", "1")
-    gradients = StepGradients(rows.accelerator, rows.model, embedding_rows=True)
-    got = run_steps(rows, gradients, steps, max_norm)
-    embedding = rows.model.get_input_embeddings().weight
-    assert embedding.grad is None and gradients.rows is not None  # the buffer is kept, not the parameter's grad
+    got = run_steps(rows, rows.gradients, steps, max_norm)  # as set_up made them: rows, attached to the optimizer
+    embedding = rows.model.get_input_embeddings()
+    assert embedding.sparse and embedding.weight.grad is None and rows.gradients.values is None  # applied
     for step, (want, have) in enumerate(zip(expected, got)):
         assert want["grads"].keys() == have["grads"].keys()
         for name, grad in want["grads"].items():
-            assert not have["grads"][name].is_sparse
             torch.testing.assert_close(have["grads"][name], grad, rtol=1e-5, atol=1e-7, msg=f"step {step}: {name}")
         for name, param in want["params"].items():
             torch.testing.assert_close(have["params"][name], param, rtol=1e-5, atol=1e-7, msg=f"step {step}: {name}")
@@ -63,10 +66,10 @@ def test_rows_equal_the_dense_gradient(tiny_model_no_dropout, conll_dir, tmp_pat
 def test_rows_only_where_they_apply(tiny_model, conll_dir, tmp_path):
     """Frozen embeddings have no gradient; fp16's loss scaler unscales inside the Accelerator's clipping."""
     frozen = set_up(tiny_model, conll_dir, tmp_path / "f", "no", "--freeze-word-embeddings")
-    assert not embedding_rows_apply(frozen.accelerator, frozen.model) and frozen.gradients.embedding is None
+    assert not embedding_rows_apply(frozen.accelerator, frozen.model) and frozen.gradients.weight is None
     run = set_up(tiny_model, conll_dir, tmp_path / "b", "bf16")
     assert run.accelerator.mixed_precision == "bf16" and embedding_rows_apply(run.accelerator, run.model)
-    assert run.gradients.embedding is not None  # set_up chose them: train's loop uses them
+    assert run.gradients.weight is not None  # set_up chose them: train's loop uses them
 
 
 def test_rows_on_the_multilingual_model(multilingual_model, tmp_path):
@@ -86,7 +89,41 @@ def test_rows_on_the_multilingual_model(multilingual_model, tmp_path):
     rows = set_up(multilingual_model, data, tmp_path / "rows", "bf16", *flags)
     rows.model.eval()
     got = run_steps(rows, rows.gradients, steps, 1.0)
+    assert rows.gradients.weight is not None
     name = "bert.embeddings.word_embeddings.weight"
     for want, have in zip(expected, got):
         torch.testing.assert_close(have["grads"][name], want["grads"][name], rtol=1e-5, atol=1e-8)
         torch.testing.assert_close(have["params"][name], want["params"][name], rtol=1e-5, atol=1e-7)
+
+
+def test_update_is_adamw_bit_for_bit(tiny_model, conll_dir, tmp_path):
+    """From the same gradient, the rows update leaves every weight and moment exactly as fused AdamW over the whole
+    matrix does: rows trained earlier, rows new this step, rows never trained (decay only), and after a resume."""
+    run = set_up(tiny_model, conll_dir, tmp_path / "a", "no")
+    weight = run.gradients.weight
+    dense_model = copy.deepcopy(run.model)
+    dense_weight = dense_model.get_input_embeddings().weight
+    dense = build_optimizer(dense_model, run.config.learning_rate, run.config.weight_decay)
+    generator = torch.Generator().manual_seed(0)
+
+    def step_both(gradients, optimizer, rows):
+        gradients.rows = rows
+        gradients.values = torch.randn(len(rows), weight.shape[1], generator=generator)
+        dense_weight.grad = torch.zeros_like(dense_weight).index_copy_(0, rows, gradients.values)
+        optimizer.step()
+        dense.step()
+        dense.zero_grad(set_to_none=True)
+        assert torch.equal(gradients.weight, dense_weight)
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(optimizer.state[gradients.weight][key], dense.state[dense_weight][key])
+
+    vocabulary = weight.shape[0]
+    for rows in ([1, 5, 9], [5, 7], [0, vocabulary - 1]):
+        step_both(run.gradients, run.optimizer, torch.tensor(rows))
+    # A resumed process: a new model and optimizer from the saved state, new StepGradients finding rows 0,1,5,7,9,-1.
+    resumed = set_up(tiny_model, conll_dir, tmp_path / "b", "no")
+    resumed.model.load_state_dict(run.model.state_dict())
+    resumed.optimizer.load_state_dict(run.optimizer.state_dict())
+    for rows in ([2, 5], [3]):
+        step_both(resumed.gradients, resumed.optimizer, torch.tensor(rows))
+    assert resumed.gradients.trained.nonzero().squeeze(1).tolist() == [0, 1, 2, 3, 5, 7, 9, vocabulary - 1]

@@ -1,4 +1,4 @@
-"""The step's gradients before the optimizer: clipping, and on a CPU the word embeddings' gradient as rows."""
+"""The step's gradients before the optimizer: clipping, and on a CPU the word embeddings' gradient and update as rows."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ def embedding_rows_apply(accelerator: Accelerator, model: torch.nn.Module) -> bo
     """Whether this run keeps the word embeddings' gradient as rows: one CPU process, trained embeddings, no fp16.
 
     One process only: DDP and FSDP all-reduce dense gradients. Not under fp16, whose loss scaler unscales the
-    gradients inside the Accelerator's clipping. On a GPU the dense gradient costs little (a cached, fast fill).
+    gradients inside the Accelerator's clipping. On a GPU the dense gradient and update cost little.
     """
     return (
         accelerator.device.type == "cpu"
@@ -23,42 +23,85 @@ def embedding_rows_apply(accelerator: Accelerator, model: torch.nn.Module) -> bo
 
 
 class StepGradients:
-    """Clips the step's gradients and leaves dense ones for fused AdamW.
+    """Clips the step's gradients; with `embedding_rows`, computes and applies the word embeddings' by rows.
 
-    With `embedding_rows` the word-embedding matrix's backward is sparse (the rows the step's tokens touched) and
-    its dense gradient lives in one buffer kept between steps. A 250k-token vocabulary makes that matrix most of the
-    model (96M of multilingual-e5-small's 118M parameters) while a batch touches a few hundred rows: the dense
-    backward allocates and zero-fills 384 MB every step, and clipping reads and scales all of it. Here the norm and
-    the clip use the touched rows, which are written into the buffer after zeroing the previous step's rows. The
-    gradient AdamW reads is the dense backward's, up to the order of floating-point sums over repeated tokens.
+    A 250k-token vocabulary makes the word-embedding matrix most of the model (96M of multilingual-e5-small's 118M
+    parameters), while a batch touches a few hundred of its rows. Done densely, each step allocates and zero-fills a
+    384 MB gradient, clipping reads and scales all of it, and AdamW reads and writes the matrix, its gradient and
+    both moments. With `embedding_rows`:
+    - the embedding's backward is sparse (`nn.Embedding.sparse`): the touched rows only;
+    - clipping takes their norm and scales them (the other gradients as the Accelerator would);
+    - a hook before each optimizer step applies AdamW to the rows that have ever had a gradient (their moments are
+      not zero) with the fused kernel AdamW itself runs, and to every other row what AdamW does to a row whose
+      moments and gradient are zero: the weight-decay factor alone. Every weight comes out bit for bit as the
+      dense update would leave it from the same gradient; the optimizer's state keeps its usual form, so
+      checkpoints and resuming are unchanged (a resumed run finds the rows in the moments).
     """
 
     def __init__(self, accelerator: Accelerator, model: torch.nn.Module, embedding_rows: bool) -> None:
         self.accelerator, self.model = accelerator, model
         embedding = accelerator.unwrap_model(model).get_input_embeddings()
         embedding.sparse = embedding_rows  # the backward nn.Embedding computes: the touched rows, or the matrix
-        self.embedding = embedding if embedding_rows else None
-        if embedding_rows:
-            self.buffer = torch.zeros_like(embedding.weight)
-            self.rows: torch.Tensor | None = None  # the rows of the buffer the last step wrote
+        self.weight = embedding.weight if embedding_rows else None
+        self.rows: torch.Tensor | None = None  # this step's touched rows (sorted) and their gradient
+        self.values: torch.Tensor | None = None
+        self.trained: torch.Tensor | None = None  # (vocabulary,) bool: rows whose moments are not zero
 
     def clip(self, max_norm: float) -> None:
         """Scale every gradient so their joint L2 norm is at most max_norm (0: no clipping)."""
-        if self.embedding is None:
+        if self.weight is None:
             if max_norm > 0:
                 self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
             return
-        weight = self.embedding.weight
-        rows = weight.grad.coalesce()  # repeated tokens summed into one row each
-        indices, values = rows.indices()[0], rows.values()
-        others = [p for p in self.model.parameters() if p.grad is not None and p is not weight]
+        rows = self.weight.grad.coalesce()  # repeated tokens summed into one row each
+        self.weight.grad = None  # the optimizer's own step leaves the matrix to update_embedding
+        self.rows, self.values = rows.indices()[0], rows.values()
         if max_norm > 0:
-            norms = torch.stack([get_total_norm([p.grad for p in others]), torch.linalg.vector_norm(values)])
-            total_norm = torch.linalg.vector_norm(norms)
+            others = [p for p in self.model.parameters() if p.grad is not None]
+            total_norm = torch.linalg.vector_norm(
+                torch.stack([get_total_norm([p.grad for p in others]), torch.linalg.vector_norm(self.values)])
+            )
             clip_grads_with_norm_(others, max_norm, total_norm)
-            # the same factor clip_grads_with_norm_ applies
-            values = values * torch.clamp(max_norm / (total_norm + 1e-6), max=1.0)
-        if self.rows is not None:
-            self.buffer.index_fill_(0, self.rows, 0.0)
-        self.buffer.index_copy_(0, indices, values)
-        weight.grad, self.rows = self.buffer, indices
+            self.values = self.values * torch.clamp(max_norm / (total_norm + 1e-6), max=1.0)  # its factor
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        """Have `optimizer` update the word-embedding matrix by rows before each of its steps."""
+        if self.weight is not None:  # on the torch optimizer: Accelerate's wrapper steps it inside its own step
+            getattr(optimizer, "optimizer", optimizer).register_step_pre_hook(self.update_embedding)
+
+    @torch.no_grad()
+    def update_embedding(self, optimizer: torch.optim.Optimizer, *_) -> None:
+        """AdamW on the word-embedding matrix from this step's rows, as the fused dense update would do it."""
+        if self.values is None:
+            return
+        weight = self.weight
+        (group,) = [g for g in optimizer.param_groups if any(p is weight for p in g["params"])]
+        state = optimizer.state[weight]
+        if not state:  # as AdamW creates it (fused), so checkpoints hold the same
+            state.update(
+                step=torch.zeros((), dtype=torch.float32, device=weight.device),
+                exp_avg=torch.zeros_like(weight),
+                exp_avg_sq=torch.zeros_like(weight),
+            )
+        if self.trained is None:  # the first step of this process: rows trained before a resume have moments
+            self.trained = state["exp_avg_sq"].ne(0).any(dim=1) | state["exp_avg"].ne(0).any(dim=1)
+        self.trained[self.rows] = True
+        trained = self.trained.nonzero().squeeze(1)
+        grad = self.values.new_zeros(len(trained), weight.shape[1])
+        grad[torch.searchsorted(trained, self.rows)] = self.values
+        params, exp_avg, exp_avg_sq = (
+            t.index_select(0, trained) for t in (weight, state["exp_avg"], state["exp_avg_sq"])
+        )
+        state["step"] += 1
+        beta1, beta2 = group["betas"]
+        torch._fused_adamw_(
+            [params], [grad], [exp_avg], [exp_avg_sq], [], [state["step"]],
+            amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
+            eps=group["eps"], maximize=False,
+        )  # fmt: skip
+        if group["weight_decay"]:
+            weight.mul_(1 - group["lr"] * group["weight_decay"])  # AdamW on a row with zero moments and gradient
+        weight.index_copy_(0, trained, params)
+        state["exp_avg"].index_copy_(0, trained, exp_avg)
+        state["exp_avg_sq"].index_copy_(0, trained, exp_avg_sq)
+        self.values = None

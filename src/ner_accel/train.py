@@ -112,7 +112,7 @@ class Run:
     train_loader: object  # prepared: this process's slice of each global batch
     batches: LengthGroupedBatches  # the global batches of each epoch, from (seed, epoch)
     eval_loaders: dict  # validation set name -> prepared loader
-    gradients: StepGradients  # clips them; on one CPU process keeps the word embeddings' as rows
+    gradients: StepGradients  # clips them; on one CPU process the word embeddings' gradient and update by rows
     checkpoints: Checkpoints
     state: TrainerState
     id2label: dict[int, str]
@@ -165,6 +165,7 @@ def set_up(config: TrainConfig, accelerator: Accelerator) -> Run:
         model, optimizer, train_loader, scheduler, *eval_loaders.values()
     )
     gradients = StepGradients(accelerator, model, embedding_rows=embedding_rows_apply(accelerator, model))
+    gradients.attach(optimizer)
     checkpoints = Checkpoints(run_dir, config.keep_checkpoints, keep_best=config.load_best)
     if config.overwrite and not resume_from:  # only now, once data and model have loaded without error
         checkpoints.clear(accelerator)
