@@ -168,7 +168,11 @@ def markdown(report: dict) -> str:
         cells = " | ".join(f"{run[p]:,.1f} ({100 * run['share'][p]:.0f} %)" for p in PHASES)
         lines.append(f"| {run['precision']} | {cells} | {run['step']:,.1f} | {run['real_tokens_per_s']:,.0f} |")
     if any(run["embedding_optimizer"] for run in report["runs"]):
-        lines += ["", "Fused AdamW over dense gradients (the update without rows), the word-embedding matrix alone vs the rest:", ""]
+        lines += [
+            "",
+            "Fused AdamW over dense gradients (the update without rows), the word-embedding matrix alone vs the rest:",
+            "",
+        ]
     for run in report["runs"]:
         e = run["embedding_optimizer"]
         if e is None:
