@@ -43,7 +43,7 @@ from .html_report import load_training_metrics, write_html
 from .hub import load_hub_panx
 from .metrics import entity_metrics
 from .model import load_tokenizer, load_trained, sequence_limit
-from .precision import make_accelerator
+from .precision import end_accelerator, make_accelerator
 from .scoring import collect_predictions
 
 
@@ -226,7 +226,7 @@ def run(args: argparse.Namespace) -> dict:
             write_html(Path(args.html), training=curves, evaluation=report, title=f"ner_accel evaluation, {args.split}")
             console.print(f"wrote {args.html}", soft_wrap=True)
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    end_accelerator(accelerator)
     return report
 
 

@@ -1,9 +1,10 @@
 """Choose the mixed-precision mode (what the user or accelerate config asked for, else what the device does fast)
-and make the run's Accelerator at that precision."""
+and make the run's Accelerator at that precision (and end it)."""
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -65,3 +66,16 @@ def make_accelerator(choice: str, log_with: list[str] | None = None, project_dir
             "accelerate config (distributed_type, num_processes)"
         )
     return accelerator
+
+
+def end_accelerator(accelerator: Accelerator) -> None:
+    """Flush the trackers and leave the process group, giving gloo's worker threads a moment first.
+
+    Under several CPU processes, a gloo worker thread frees the last collectives' tensors after they complete,
+    and that takes the GIL; the process group's destructor, run when the DDP model is freed, joins those threads
+    while holding the GIL. If it comes first, the process hangs at exit (pytorch/pytorch#56297). A short sleep
+    releases the GIL so the workers finish first.
+    """
+    if accelerator.num_processes > 1:
+        time.sleep(0.2)
+    accelerator.end_training()

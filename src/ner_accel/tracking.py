@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from accelerate import Accelerator
 
 from .errors import UsageError
+from .precision import end_accelerator
 
 # --report-to names (as TrainingArguments spells them) and the package each tracker needs.
 TRACKER_PACKAGES = {
@@ -55,11 +56,12 @@ def start_tracking(accelerator: Accelerator, run_name: str, config: dict, step: 
 
 @contextmanager
 def closed_at_exit(accelerator: Accelerator) -> Iterator[None]:
-    """Flush and close the trackers however the run ends: a stopped run keeps every point it logged."""
+    """Flush and close the trackers (and the process group) however the run ends: a stopped run keeps every point
+    it logged."""
     try:
         yield
     finally:
-        accelerator.end_training()
+        end_accelerator(accelerator)
 
 
 def evaluation_scalars(results: dict[str, dict]) -> dict[str, float]:
