@@ -80,3 +80,10 @@ def test_recipe_seed_sets_the_seed_notebooks_values_and_flags_still_win(tmp_path
     from_file = parse_config(["--config", str(file)])
     assert (from_file.recipe, from_file.learning_rate, from_file.weight_decay) == ("seed", 5e-5, 0.05)
     assert parse_config(["--config", str(file), "--recipe", "ner_accel"]).learning_rate == 1e-4
+
+
+def test_recipe_small_encoder_is_the_trials_winner_and_flags_still_win():
+    small = parse_config(["--recipe", "small-encoder"])
+    assert (small.learning_rate, small.layer_lr_decay, small.warmup_ratio) == (2e-4, 0.9, 0.0)
+    assert parse_config(["--recipe", "small-encoder", "--layer-lr-decay", "1"]).layer_lr_decay == 1.0
+    assert parse_config([]).learning_rate == 5e-5  # the default recipe is untouched
