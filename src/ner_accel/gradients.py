@@ -48,7 +48,9 @@ class StepGradients:
         self.trained: torch.Tensor | None = None  # (vocabulary,) bool: rows whose moments are not zero
 
     def clip(self, max_norm: float) -> None:
-        """Scale every gradient so their joint L2 norm is at most max_norm (0: no clipping)."""
+        """Scale every gradient so their joint L2 norm is at most max_norm (0: no clipping).
+
+        With embedding rows, also takes the step's rows for the optimizer's update: call it every step."""
         if self.weight is None:
             if max_norm > 0:
                 self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
