@@ -77,6 +77,7 @@ class StepGradients:
         if self.values is None:
             return
         weight = self.weight
+        # Looked up each step, not kept: load_state_dict (a resume) replaces the group dicts the scheduler updates.
         (group,) = [g for g in optimizer.param_groups if any(p is weight for p in g["params"])]
         state = optimizer.state[weight]
         if not state:  # as AdamW creates it (fused), so checkpoints hold the same
