@@ -98,7 +98,8 @@ def test_rows_on_the_multilingual_model(multilingual_model, tmp_path):
 
 def test_update_is_adamw_bit_for_bit(tiny_model, conll_dir, tmp_path):
     """From the same gradient, the rows update leaves every weight and moment exactly as fused AdamW over the whole
-    matrix does: rows trained earlier, rows new this step, rows never trained (decay only), and after a resume."""
+    matrix does: rows trained earlier, rows new this step (paid the decay they owe first), rows never trained
+    (decay only, owed over several steps and paid when the weights are read), and after a resume."""
     run = set_up(tiny_model, conll_dir, tmp_path / "a", "no")
     weight = run.gradients.weight
     dense_model = copy.deepcopy(run.model)
@@ -113,17 +114,46 @@ def test_update_is_adamw_bit_for_bit(tiny_model, conll_dir, tmp_path):
         optimizer.step()
         dense.step()
         dense.zero_grad(set_to_none=True)
-        assert torch.equal(gradients.weight, dense_weight)
         for key in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.equal(optimizer.state[gradients.weight][key], dense.state[dense_weight][key])
+
+    def weights(model):  # as a save reads them: the state dict settles what the untrained rows owe
+        return model.get_input_embeddings().state_dict()["weight"]
 
     vocabulary = weight.shape[0]
     for rows in ([1, 5, 9], [5, 7], [0, vocabulary - 1]):
         step_both(run.gradients, run.optimizer, torch.tensor(rows))
+    assert len(run.gradients.owed) == 3 and not torch.equal(weight, dense_weight)  # owed, not yet paid
+    assert torch.equal(weights(run.model), dense_weight) and not run.gradients.owed
     # A resumed process: a new model and optimizer from the saved state, new StepGradients finding rows 0,1,5,7,9,-1.
     resumed = set_up(tiny_model, conll_dir, tmp_path / "b", "no")
     resumed.model.load_state_dict(run.model.state_dict())
     resumed.optimizer.load_state_dict(run.optimizer.state_dict())
-    for rows in ([2, 5], [3]):
+    for rows in ([2, 5], [3], [4, 5]):
         step_both(resumed.gradients, resumed.optimizer, torch.tensor(rows))
-    assert resumed.gradients.trained.nonzero().squeeze(1).tolist() == [0, 1, 2, 3, 5, 7, 9, vocabulary - 1]
+    assert resumed.gradients.trained.nonzero().squeeze(1).tolist() == [0, 1, 2, 3, 4, 5, 7, 9, vocabulary - 1]
+    assert torch.equal(weights(resumed.model), dense_weight)
+
+
+def test_lookups_and_evaluation_read_paid_rows(tiny_model, conll_dir, tmp_path):
+    """A training forward pays the rows its batch looks up before reading them; an evaluation settles the matrix."""
+    run = set_up(tiny_model, conll_dir, tmp_path / "a", "no", "--per-device-train-batch-size", "1")
+    gradients, weight = run.gradients, run.gradients.weight
+    batches = [batch for batch in run.train_loader]
+    first = batches[0]["input_ids"].unique()
+    forward_backward(run.model, [batches[0]], run.accelerator)
+    gradients.clip(1.0)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    assert len(gradients.owed) == 1
+    unseen = [b for b in batches[1:] if not set(b["input_ids"].unique().tolist()) <= set(first.tolist())]
+    looked_up = unseen[0]["input_ids"].unique()
+    new = looked_up[~gradients.trained[looked_up]]
+    owed = weight.index_select(0, new) * gradients.owed[0]
+    forward_backward(run.model, [unseen[0]], run.accelerator)  # the hook paid the new rows before the lookup
+    assert torch.equal(weight.index_select(0, new), owed) and (gradients.paid[new] == 1).all()
+    run.optimizer.zero_grad(set_to_none=True)
+    gradients.values = None  # this gradient is not applied: the rows stay paid and untrained
+    with torch.no_grad():
+        run.model(**{k: v for k, v in unseen[0].items() if k != "labels"})
+    assert not gradients.owed and (gradients.paid == 0).all()  # settled
