@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -434,6 +435,17 @@ def test_an_explicit_resume_of_a_damaged_checkpoint_names_the_file_and_the_newes
     assert not out.exists()
 
 
+def test_checkpoints_carry_sha256s_not_zip_crcs_and_leave_torch_save_as_it_was(trained):
+    """The save turns torch.save's CRC32s off for its own files only; the sha256s vouch for them (DAMAGES)."""
+    _, source = trained
+    assert torch.serialization.get_crc32_options()  # the trained fixture ran 6 saves in this process
+    checkpoint = source / "checkpoints" / "step-0000006"
+    assert verify(checkpoint) is None
+    with zipfile.ZipFile(checkpoint / "optimizer.bin") as archive:
+        assert all(info.CRC == 0 for info in archive.infolist() if info.file_size)
+    assert torch.load(checkpoint / "optimizer.bin", weights_only=False)["state"]
+
+
 def test_a_checkpoint_written_before_checksums_that_does_not_load_is_skipped(trained, tmp_path, caplog):
     """The issue's case: model.safetensors cut short by a kill ('invalid header length'), in a checkpoint whose
     trainer state has no checksums; also a flipped byte in a torch zip archive (its CRC)."""
@@ -443,6 +455,9 @@ def test_a_checkpoint_written_before_checksums_that_does_not_load_is_skipped(tra
         state = json.loads(state_file.read_text())
         del state["checksums"]
         state_file.write_text(json.dumps(state))
+        for archive in [*state_file.parent.glob("*.bin"), *state_file.parent.glob("*.pkl")]:
+            # torch.save's zip CRC32s, which checkpoints carried before the sha256s (now they carry the sha256s only)
+            torch.save(torch.load(archive, weights_only=False), archive)
     weights = run / "checkpoints" / "step-0000006" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:20])
     flip_a_byte(run / "checkpoints" / "step-0000005" / "optimizer.bin")

@@ -10,6 +10,7 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
 
@@ -85,7 +86,7 @@ class Checkpoints:
         if accelerator.is_main_process:
             self.recover()  # leftovers of a killed save (a staging directory of this name among them)
         accelerator.wait_for_everyone()
-        error = attempt(lambda: accelerator.save_state(str(staging), safe_serialization=True))
+        error = attempt(lambda: save_state(accelerator, staging))
         failure = agree(accelerator, describe(error, staging))  # also the barrier: rank 1 may still be writing
         if failure is None and accelerator.is_main_process:
             error = attempt(lambda: self._publish(staging, target, record))
@@ -163,6 +164,18 @@ def discard(path: Path) -> None:
         shutil.rmtree(doomed)
     path.rename(doomed)
     shutil.rmtree(doomed)
+
+
+def save_state(accelerator: Accelerator, directory: Path) -> None:
+    """Accelerate's save of model, optimizer, scheduler and RNG states, without zip CRC32s in torch.save's files:
+    the checkpoint's sha256s (integrity.py) cover the same bytes, and the CRCs cost 3x the write of the optimizer's
+    moments (2.4 s against 0.6 s for 768 MB on this project's CPU)."""
+    computed = torch.serialization.get_crc32_options()
+    torch.serialization.set_crc32_options(False)
+    try:
+        accelerator.save_state(str(directory), safe_serialization=True)
+    finally:
+        torch.serialization.set_crc32_options(computed)
 
 
 def attempt(action) -> Exception | None:
