@@ -7,6 +7,8 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 
+from .embedding_rows import EmbeddingRows
+
 
 def embedding_rows_apply(accelerator: Accelerator, model: torch.nn.Module) -> bool:
     """Whether this run keeps the word embeddings' gradient as rows: one CPU process, trained embeddings, no fp16.
@@ -31,14 +33,8 @@ class StepGradients:
     both moments. With `embedding_rows`:
     - the embedding's backward is sparse (`nn.Embedding.sparse`): the touched rows only;
     - clipping takes their norm and scales them (the other gradients as the Accelerator would);
-    - a hook before each optimizer step applies AdamW to the rows that have ever had a gradient (their moments are
-      not zero) with the fused kernel AdamW itself runs. Every other row gets what AdamW does to a row whose
-      moments and gradient are zero, the weight-decay factor alone, but late: the step's factor is owed, and a row
-      is paid all it owes, one multiplication per step in order, when a batch looks it up, before any evaluation
-      and before its weights are saved (`settle`). Each weight meets the same float32 multiplications as under
-      the dense update, so it comes out bit for bit the same, and no step reads and writes the whole matrix.
-      The optimizer's state keeps its usual form, so checkpoints and resuming are unchanged (a resumed run finds
-      the trained rows in the moments).
+    - a hook before each optimizer step hands them to `EmbeddingRows`, which updates the matrix as the fused dense
+      AdamW would, bit for bit, by rows (embedding_rows.py).
     """
 
     def __init__(self, accelerator: Accelerator, model: torch.nn.Module, embedding_rows: bool) -> None:
@@ -46,15 +42,9 @@ class StepGradients:
         embedding = accelerator.unwrap_model(model).get_input_embeddings()
         embedding.sparse = embedding_rows  # the backward nn.Embedding computes: the touched rows, or the matrix
         self.weight = embedding.weight if embedding_rows else None
+        self.embedding_rows = EmbeddingRows(embedding) if embedding_rows else None
         self.rows: torch.Tensor | None = None  # this step's touched rows (sorted) and their gradient
         self.values: torch.Tensor | None = None
-        self.trained: torch.Tensor | None = None  # (vocabulary,) bool: rows whose moments are not zero
-        self.owed: list[float] = []  # the decay factors of the steps since the matrix was last settled
-        if embedding_rows:
-            self.paid = torch.zeros(len(self.weight), dtype=torch.long)  # how many of them each row has had
-            embedding.register_forward_pre_hook(self._before_lookup)
-            embedding.register_state_dict_pre_hook(lambda *_: self.settle())
-            embedding.register_load_state_dict_pre_hook(self._before_load)
 
     def clip(self, max_norm: float) -> None:
         """Scale every gradient so their joint L2 norm is at most max_norm (0: no clipping).
@@ -78,7 +68,9 @@ class StepGradients:
     def attach(self, optimizer: torch.optim.Optimizer) -> None:
         """Have `optimizer` update the word-embedding matrix by rows before each of its steps."""
         if self.weight is not None:  # on the torch optimizer: Accelerate's wrapper steps it inside its own step
-            getattr(optimizer, "optimizer", optimizer).register_step_pre_hook(self.update_embedding)
+            optimizer = getattr(optimizer, "optimizer", optimizer)
+            optimizer.register_step_pre_hook(self.update_embedding)
+            self.embedding_rows.attach(optimizer)
 
     @torch.no_grad()
     def update_embedding(self, optimizer: torch.optim.Optimizer, *_) -> None:
@@ -95,62 +87,5 @@ class StepGradients:
                 exp_avg=torch.zeros_like(weight),
                 exp_avg_sq=torch.zeros_like(weight),
             )
-        if self.trained is None:  # the first step of this process: rows trained before a resume have moments
-            self.trained = state["exp_avg_sq"].ne(0).any(dim=1) | state["exp_avg"].ne(0).any(dim=1)
-        self.pay(self.rows)  # done when the batch looked them up; here for a gradient no forward made
-        self.trained[self.rows] = True
-        trained = self.trained.nonzero().squeeze(1)
-        grad = self.values.new_zeros(len(trained), weight.shape[1])
-        grad[torch.searchsorted(trained, self.rows)] = self.values
-        params, exp_avg, exp_avg_sq = (
-            t.index_select(0, trained) for t in (weight, state["exp_avg"], state["exp_avg_sq"])
-        )
-        state["step"] += 1
-        beta1, beta2 = group["betas"]
-        torch._fused_adamw_(
-            [params], [grad], [exp_avg], [exp_avg_sq], [], [state["step"]],
-            amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
-            eps=group["eps"], maximize=False,
-        )  # fmt: skip
-        if group["weight_decay"]:  # AdamW on a row with zero moments and gradient; paid when the row is next read
-            self.owed.append(1 - group["lr"] * group["weight_decay"])
-        weight.index_copy_(0, trained, params)
-        state["exp_avg"].index_copy_(0, trained, exp_avg)
-        state["exp_avg_sq"].index_copy_(0, trained, exp_avg_sq)
+        self.embedding_rows.step(group, state, self.rows, self.values)
         self.values = None
-
-    def _before_lookup(self, _embedding, inputs) -> None:
-        """A training forward reads the rows its batch looks up; anything else (an evaluation) may read any row."""
-        if torch.is_grad_enabled():
-            self.pay(inputs[0].flatten().unique())
-        else:
-            self.settle()
-
-    def _before_load(self, *_) -> None:
-        """New weights (a resume, --load-best) owe nothing; the moments say anew which rows are trained."""
-        self.owed.clear()
-        self.paid.zero_()
-        self.trained = None
-
-    @torch.no_grad()
-    def pay(self, rows: torch.Tensor, block: int = 1024) -> None:
-        """Bring `rows` up to date: each untrained one gets the decay factors it has not had yet, in step order."""
-        if not self.owed:
-            return
-        rows = rows[self.paid[rows] < len(self.owed)]
-        if self.trained is not None:
-            rows = rows[~self.trained[rows]]  # trained rows get AdamW, decay included, every step
-        for start in self.paid[rows].unique().tolist():
-            for chunk in rows[self.paid[rows] == start].split(block):  # a block stays in cache through the factors
-                values = self.weight.index_select(0, chunk)
-                for factor in self.owed[start:]:
-                    values.mul_(factor)
-                self.weight.index_copy_(0, chunk, values)
-        self.paid[rows] = len(self.owed)
-
-    def settle(self) -> None:
-        """Pay every row what it owes: the whole matrix as the dense update would have left it."""
-        if self.owed:
-            self.pay(torch.arange(len(self.weight)))
-            self.owed.clear()
-            self.paid.zero_()
