@@ -30,6 +30,7 @@ class EmbeddingRows:
         self.order = torch.empty(0, dtype=torch.long)  # the vocabulary row at each place
         self.packed: list[torch.Tensor] = []  # weights, exp_avg, exp_avg_sq of the trained rows, place by place
         self.count = 0  # places in use (the tensors hold more, to grow without a copy each step)
+        self.behind = False  # the matrix lags the packed weights (a step since they were last written back)
         embedding.register_forward_pre_hook(self._before_lookup)
         embedding.register_state_dict_pre_hook(lambda *_: self.settle())
         embedding.register_load_state_dict_pre_hook(lambda *_: self.forget())
@@ -45,12 +46,22 @@ class EmbeddingRows:
         return None if self.slot is None else self.slot >= 0
 
     @torch.no_grad()
-    def step(self, group: dict, state: dict, rows: torch.Tensor, values: torch.Tensor) -> None:
-        """One AdamW step from the gradient `values` of the sorted, distinct `rows` (zero elsewhere)."""
+    def step(self, optimizer: torch.optim.Optimizer, rows: torch.Tensor, values: torch.Tensor) -> None:
+        """One AdamW step of `optimizer` from the gradient `values` of the sorted, distinct `rows` (zero elsewhere)."""
+        weight = self.weight
+        # Looked up each step, not kept: load_state_dict (a resume) replaces the group dicts the scheduler updates.
+        (group,) = [g for g in optimizer.param_groups if any(p is weight for p in g["params"])]
+        state = optimizer.state[weight]
+        if not state:  # as AdamW creates it (fused), so checkpoints hold the same
+            state.update(
+                step=torch.zeros((), dtype=torch.float32, device=weight.device),
+                exp_avg=torch.zeros_like(weight),
+                exp_avg_sq=torch.zeros_like(weight),
+            )
         if self.slot is None:  # the first step of this process: rows trained before a resume have moments
             self.state = state
             trained = state["exp_avg_sq"].ne(0).any(dim=1) | state["exp_avg"].ne(0).any(dim=1)
-            self.slot = torch.full((len(self.weight),), -1, dtype=torch.long)
+            self.slot = torch.full((len(weight),), -1, dtype=torch.long)
             self._add(trained.nonzero().squeeze(1))
         new = rows[self.slot[rows] < 0]
         self.pay(new)  # done when the batch looked them up; here for a gradient no forward made
@@ -65,6 +76,7 @@ class EmbeddingRows:
             amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
             eps=group["eps"], maximize=False,
         )  # fmt: skip
+        self.behind = True
         if group["weight_decay"]:
             self.owed.append(1 - group["lr"] * group["weight_decay"])
 
@@ -119,8 +131,9 @@ class EmbeddingRows:
             self.pay(torch.arange(len(self.weight)))
             self.owed.clear()
             self.paid.zero_()
-        if self.count:
+        if self.behind:  # once after training steps, not for every batch of an evaluation
             self.weight.index_copy_(0, self.order[: self.count], self.packed[0][: self.count])
+            self.behind = False
 
     @torch.no_grad()
     def flush(self) -> None:

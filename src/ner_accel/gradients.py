@@ -77,15 +77,5 @@ class StepGradients:
         """AdamW on the word-embedding matrix from this step's rows, as the fused dense update would do it."""
         if self.values is None:
             return
-        weight = self.weight
-        # Looked up each step, not kept: load_state_dict (a resume) replaces the group dicts the scheduler updates.
-        (group,) = [g for g in optimizer.param_groups if any(p is weight for p in g["params"])]
-        state = optimizer.state[weight]
-        if not state:  # as AdamW creates it (fused), so checkpoints hold the same
-            state.update(
-                step=torch.zeros((), dtype=torch.float32, device=weight.device),
-                exp_avg=torch.zeros_like(weight),
-                exp_avg_sq=torch.zeros_like(weight),
-            )
-        self.embedding_rows.step(group, state, self.rows, self.values)
+        self.embedding_rows.step(optimizer, self.rows, self.values)
         self.values = None
