@@ -7,12 +7,14 @@ import torch
 from accelerate import Accelerator
 from conftest import TRAIN, build_tokenizer
 
+from ner_accel.alignment import align_predictions
 from ner_accel.analysis import confusion_matrix, error_analysis, loss_by_key, scored_words, worst_sentences
 from ner_accel.batching import make_loader
 from ner_accel.data import read_conll, to_dataset
 from ner_accel.encoding import encode_dataset
 from ner_accel.model import load_model, load_tokenizer
-from ner_accel.scoring import collect_predictions, score
+from ner_accel.precision import make_accelerator
+from ner_accel.scoring import collect_predictions, predict_word_tags, score
 
 LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
 WORDS = [["Anna", "in", "Rom"], ["Bern", "."], ["Jo", "Bo", "lacht"]]
@@ -93,3 +95,34 @@ def test_word_losses_agree_with_the_model_loss(tiny_model, tmp_path):
     assert [len(g) for g in found.gold] == [len(p) for p in found.predicted] == [len(s) for s in found.losses]
     metrics = score(model, loader, accelerator, model.config.id2label)
     assert metrics["sentences"] == len(sentences)
+
+
+def test_bf16_scoring_casts_the_weights_of_each_pass(tiny_model, tmp_path):
+    """A scoring pass runs under one autocast, so each weight is cast to bf16 once per pass: its tags are those of
+    forwards that cast afresh, and weights changed between two passes are seen (no cast outlives its pass)."""
+    path = tmp_path / "train.conll"
+    path.write_text(TRAIN, encoding="utf-8")
+    labels = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+    tokenizer = load_tokenizer(str(tiny_model))
+    rows = encode_dataset(to_dataset(read_conll(path), "de"), tokenizer, labels, 64, False, "de")
+    model, reference = load_model(str(tiny_model), labels), load_model(str(tiny_model), labels)
+    accelerator = make_accelerator("bf16")
+    model, loader = accelerator.prepare(model, make_loader(rows, tokenizer, batch_size=2, seed=0, train=False))
+    id2label = model.config.id2label
+
+    def tags_casting_afresh() -> list[list[str]]:
+        reference.load_state_dict(model.state_dict())
+        reference.eval()
+        tags = []
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+            for batch in loader:
+                logits = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                tags += align_predictions(logits.argmax(-1).numpy(), batch["labels"].numpy(), id2label)[0]
+        return tags
+
+    first = predict_word_tags(model, loader, accelerator, id2label)[1]
+    assert len(loader) > 1 and first == tags_casting_afresh()
+    with torch.no_grad():
+        model.classifier.weight.neg_()  # every token's ranking of the labels turns over
+    second = predict_word_tags(model, loader, accelerator, id2label)[1]
+    assert second != first and second == tags_casting_afresh()
