@@ -29,13 +29,13 @@ from safetensors.torch import load_file
 from ner_accel.artifacts import CONFIG_FILE, is_finished, save_final, write_json
 from ner_accel.checkpoint import Checkpoints, find_checkpoint
 from ner_accel.data import load_corpus
-from ner_accel.encoding import encode_dataset
+from ner_accel.encoding import encode_dataset, tokenizer_fingerprint
 from ner_accel.errors import WriteFailed
 from ner_accel.integrity import STATE_FILE, verify
 from ner_accel.model import BertForTokenClassification, load_tokenizer
 from ner_accel.run_lock import acquire, release_run_locks
 from ner_accel.trainer_state import TrainerState
-from tests.conftest import TRAIN, VALIDATION, run_training
+from tests.conftest import TRAIN, VALIDATION, XLMR_SHAPE, run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_SPACE = os.strerror(errno.ENOSPC)
@@ -714,6 +714,33 @@ def test_a_changed_data_file_gets_a_new_tokenization_cache(tiny_model, conll_dir
     after = encoded(conll_dir, tiny_model, tmp_path)
     assert after["labels"] != before["labels"]
     assert len(list((tmp_path / "ner_accel").glob("encoded-*.arrow"))) == 2
+
+
+KEY_IN_ANOTHER_PROCESS = """import sys
+from ner_accel.encoding import tokenizer_fingerprint
+from ner_accel.model import load_tokenizer
+print(tokenizer_fingerprint(load_tokenizer(sys.argv[1])))"""
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "xlm-r"])
+def test_the_tokenization_cache_key_is_the_vocabulary_not_the_call_settings(kind, tiny_model):
+    model = tiny_model if kind == "wordpiece" else XLMR_SHAPE
+    if not model.exists():
+        pytest.skip(f"{model} not found: ../shared (XLM-R's tokenizer) ships beside the checkout in CI")
+    tokenizer = load_tokenizer(str(model))
+    key = tokenizer_fingerprint(tokenizer)
+    # Another process, with another hash seed, serialises the same tokenizer to the same key: the cache is shared.
+    other = subprocess.run([sys.executable, "-c", KEY_IN_ANOTHER_PROCESS, str(model)], capture_output=True, text=True,
+                           check=True, env={**os.environ, "PYTHONHASHSEED": "7"})  # fmt: skip
+    assert other.stdout.strip() == key
+    backend = tokenizer.backend_tokenizer
+    backend.enable_truncation(5)
+    backend.enable_padding(length=9, pad_token=tokenizer.pad_token)
+    settings = backend.truncation, backend.padding
+    assert tokenizer_fingerprint(tokenizer) == key  # what a call sets is not the tokenizer's identity ...
+    assert (backend.truncation, backend.padding) == settings  # ... and is left as it was
+    tokenizer.add_tokens(["Leipzigerin"])
+    assert tokenizer_fingerprint(tokenizer) != key
 
 
 def test_a_truncated_tokenization_cache_is_rebuilt_with_one_warning(tiny_model, conll_dir, tmp_path, caplog):
