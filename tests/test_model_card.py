@@ -16,12 +16,21 @@ import pytest
 import yaml
 from huggingface_hub import HfApi, ModelCard, RepoUrl
 from huggingface_hub.errors import HfHubHTTPError
+from tokenizers import Tokenizer
+from tokenizers.models import BPE, Unigram, WordPiece
 
 from ner_accel import hub as hub_module
 from ner_accel.config import TrainConfig
 from ner_accel.errors import UsageError
 from ner_accel.hub import check_push_target, hub_reachable, push_to_hub
-from ner_accel.model_card import base_model_license, evaluation_sets, model_card, model_card_for_run, write_model_card
+from ner_accel.model_card import (
+    base_model_license,
+    evaluation_sets,
+    model_card,
+    model_card_for_run,
+    word_aware_tokenizer,
+    write_model_card,
+)
 from tests.conftest import TRAIN, VALIDATION, XLMR_SHAPE, run_training
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -235,6 +244,46 @@ def test_usage_for_sentencepiece_recommends_word_exact_tagging(tmp_path):
     assert '"Angela Merkel besuchte Paris .".split()' in snippet  # the period split off, as in PAN-X
     compile(snippet, "snippet", "exec")
     assert "`simple` cuts words" in usage
+
+
+def bpe_tokenizer(prefix: str | None) -> Tokenizer:
+    if prefix:  # the merges spell continuations with it
+        return Tokenizer(
+            BPE({"a": 0, f"{prefix}b": 1, "ab": 2}, [("a", f"{prefix}b")], continuing_subword_prefix=prefix)
+        )
+    options = {} if prefix is None else {"continuing_subword_prefix": prefix}
+    return Tokenizer(BPE({"a": 0, "b": 1, "ab": 2}, [("a", "b")], **options))
+
+
+def wordpiece_with_a_tricky_vocabulary() -> Tokenizer:
+    """A vocabulary entry spelled like the key, and an added token whose text holds the key with a string value."""
+    tokenizer = Tokenizer(WordPiece({"[UNK]": 0, "continuing_subword_prefix": 1}, unk_token="[UNK]"))
+    tokenizer.add_tokens(['"continuing_subword_prefix": "##"'])
+    return tokenizer
+
+
+@pytest.mark.parametrize(
+    "make, word_aware",
+    [
+        (lambda: Tokenizer(WordPiece({"[UNK]": 0}, unk_token="[UNK]")), True),
+        (lambda: Tokenizer(WordPiece({"[UNK]": 0}, unk_token="[UNK]", continuing_subword_prefix="@@")), True),
+        (lambda: bpe_tokenizer(None), False),
+        (lambda: bpe_tokenizer(""), False),
+        (lambda: bpe_tokenizer("##"), True),
+        (lambda: Tokenizer(Unigram([("<unk>", 0.0), ("continuing_subword_prefix", -1.0)], 0)), False),
+        (wordpiece_with_a_tricky_vocabulary, True),
+    ],
+)
+def test_word_awareness_is_the_models_continuation_prefix(make, word_aware, tmp_path):
+    tokenizer = make()
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    parsed = json.loads((tmp_path / "tokenizer.json").read_text(encoding="utf-8"))["model"]
+    assert bool(parsed.get("continuing_subword_prefix")) is word_aware  # what the text search must agree with
+    assert word_aware_tokenizer(tmp_path) is word_aware
+
+
+def test_no_tokenizer_file_is_not_word_aware(tmp_path):
+    assert word_aware_tokenizer(tmp_path) is False
 
 
 def test_write_model_card_replaces_readme_whole(tiny_model, tmp_path):
