@@ -41,10 +41,14 @@ class StepGradients:
         self.accelerator, self.model = accelerator, model
         embedding = accelerator.unwrap_model(model).get_input_embeddings()
         embedding.sparse = embedding_rows  # the backward nn.Embedding computes: the touched rows, or the matrix
-        self.weight = embedding.weight if embedding_rows else None
         self.embedding_rows = EmbeddingRows(embedding) if embedding_rows else None
         self.rows: torch.Tensor | None = None  # this step's touched rows (sorted) and their gradient
         self.values: torch.Tensor | None = None
+
+    @property
+    def weight(self) -> torch.Tensor | None:
+        """The word-embedding matrix when its gradient comes as rows, else None."""
+        return None if self.embedding_rows is None else self.embedding_rows.weight
 
     def clip(self, max_norm: float) -> None:
         """Scale every gradient so their joint L2 norm is at most max_norm (0: no clipping).
