@@ -94,9 +94,16 @@ def test_rows_on_the_multilingual_model(multilingual_model, tmp_path):
     got = run_steps(rows, rows.gradients, steps, 1.0)
     assert rows.gradients.weight is not None
     name = "bert.embeddings.word_embeddings.weight"
+    # Judged at bf16 resolution: where bf16 matrix products are emulated (AVX2 CPUs) the two backward passes round
+    # in a different order, so they agree to bf16's precision (2^-8 of the largest value), not bit for bit. The
+    # exactness of the rows path itself is checked in fp32 above (test_rows_equal_the_dense_gradient).
     for want, have in zip(expected, got):
-        torch.testing.assert_close(have["grads"][name], want["grads"][name], rtol=1e-5, atol=1e-8)
-    torch.testing.assert_close(got[-1]["params"][name], expected[-1]["params"][name], rtol=1e-5, atol=1e-7)
+        scale = want["grads"][name].abs().max().item()
+        torch.testing.assert_close(have["grads"][name], want["grads"][name], rtol=2**-8, atol=2**-8 * scale)
+    # AdamW's first steps move a weight by about lr whatever the gradient's size, so a gradient that differs at bf16
+    # resolution can move a weight by up to 2 lr a step the other way: that is the resolution of the weights here.
+    update = 2 * len(steps) * dense.config.learning_rate
+    torch.testing.assert_close(got[-1]["params"][name], expected[-1]["params"][name], rtol=0, atol=update)
 
 
 def test_update_is_adamw_bit_for_bit(tiny_model, conll_dir, tmp_path):
