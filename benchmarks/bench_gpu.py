@@ -134,7 +134,7 @@ def read_conll(path: Path, limit: int | None) -> list[dict]:
 
 
 class Rows:
-    """Column store with the slice of the datasets.Dataset API that ner_accel.batching.make_loader uses."""
+    """Column store with the slice of the datasets.Dataset API that ner_accel.data.batching.make_loader uses."""
 
     def __init__(self, columns: dict[str, list]) -> None:
         self.columns = columns
@@ -153,7 +153,7 @@ class Rows:
 
 
 def encode(sentences: list[dict], tokenizer) -> Rows:
-    from ner_accel.encoding import encode_batch
+    from ner_accel.data.encoding import encode_batch
 
     batch = {"tokens": [s["tokens"] for s in sentences], "tags": [s["tags"] for s in sentences]}
     encoded = encode_batch(batch, tokenizer, {label: i for i, label in enumerate(LABELS)}, 512, False)
@@ -182,7 +182,7 @@ def build_model(workload: Workload, attention: str):
     """The seed's head with random weights, the same for every configuration (seeded), built on the device."""
     import torch
 
-    from ner_accel.model import load_model
+    from ner_accel.modeling.loading import load_model
 
     torch.manual_seed(0)
     with torch.device(workload.device):  # random init on the GPU takes milliseconds, on the host seconds
@@ -286,8 +286,8 @@ def run_ner_accel(
     from accelerate import Accelerator, DataLoaderConfiguration
     from transformers import get_scheduler
 
-    from ner_accel.batching import make_loader
-    from ner_accel.optimization import build_optimizer, forward_backward
+    from ner_accel.data.batching import make_loader
+    from ner_accel.training.optimization import build_optimizer, forward_backward
 
     if batch_size > len(rows):
         raise ValueError(f"batch {batch_size} is larger than the {len(rows)} sentences: no full batch to time")
@@ -381,7 +381,7 @@ def worst_batch_fits(model, workload: Workload, batch_size: int) -> dict:
     import torch
     from transformers import DataCollatorForTokenClassification
 
-    from ner_accel.optimization import build_optimizer
+    from ner_accel.training.optimization import build_optimizer
 
     longest = np.argsort(-np.asarray(workload.rows["length"]), kind="stable")[:batch_size].tolist()
     collate = DataCollatorForTokenClassification(workload.tokenizer, pad_to_multiple_of=8 if workload.bf16 else None)
@@ -433,7 +433,7 @@ def measure(workload: Workload, config: str, batch_size: int, steps: int, warmup
     """One configuration at one batch size on a fresh model: tokens/s, padding efficiency, memory, MFU."""
     from accelerate.state import AcceleratorState
 
-    from ner_accel.unpadding import UNPADDED
+    from ner_accel.modeling.unpadding import UNPADDED
 
     # accelerate keeps one process-wide state and refuses an Accelerator at another precision than the last one
     # (Trainer takes ACCELERATE_MIXED_PRECISION, ner_accel's loop its own choice): each configuration starts afresh.
@@ -499,7 +499,7 @@ def scaled_steps(args, batch_size: int) -> tuple[int, int]:
 
 def run_throughput(args, workload: Workload, report: dict, output: Path, deadline: float) -> dict:
     """Each batch size of --batch-sizes for each configuration, `max` after a search; report updated as it goes."""
-    from ner_accel.unpadding import UNPADDED
+    from ner_accel.modeling.unpadding import UNPADDED
 
     began = time.perf_counter()
     report.setdefault("results", [])
@@ -617,7 +617,7 @@ def save_random_model(source: str, path: Path, device: str) -> Path:
     import torch
     from transformers import AutoTokenizer
 
-    from ner_accel.model import load_model
+    from ner_accel.modeling.loading import load_model
 
     torch.manual_seed(42)
     with torch.device(device):
@@ -709,7 +709,7 @@ def compare_saved_model(model_dir: Path, checkpoint_dir: Path, validation: Path,
     import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    from ner_accel.model import load_trained
+    from ner_accel.modeling.loading import load_trained
 
     plain, info = AutoModelForTokenClassification.from_pretrained(model_dir, output_loading_info=True)
     ours = load_trained(str(model_dir))

@@ -87,7 +87,8 @@ def peak_rss_mib() -> float:
 
 def load_words(data_dir: str, train_samples: int | None, eval_samples: int | None):
     """PAN-X CoNLL via ner_accel's reader (reading is not what is timed); the label order ner_accel derives."""
-    from ner_accel.data import labels_from_tags, read_conll
+    from ner_accel.data.corpus import labels_from_tags
+    from ner_accel.data.readers import read_conll
 
     train = read_conll(Path(data_dir) / "train.conll")[:train_samples]
     validation = read_conll(Path(data_dir) / "validation.conll")[:eval_samples]
@@ -105,7 +106,8 @@ def load_languages(
     """Several training directories concatenated (the book's concatenate_datasets) through ner_accel's own
     load_corpus, so the per-language cut and seeded fractions are ner_accel's sentences exactly; the validation
     split of each evaluation directory kept apart, keyed by folder name (the language)."""
-    from ner_accel.data import load_corpus, read_conll
+    from ner_accel.data.corpus import load_corpus
+    from ner_accel.data.readers import read_conll
 
     corpus = load_corpus(train_dirs, "", [], train_samples, 1, fractions, seed)
     train = [{"tokens": tokens, "tags": tags} for tokens, tags in zip(corpus.train["tokens"], corpus.train["tags"])]
@@ -133,8 +135,8 @@ def run_trainer(
     from transformers import AutoTokenizer, DataCollatorForTokenClassification, Trainer, TrainingArguments
     from transformers.utils import logging as hf_logging
 
-    from ner_accel.model import load_model
-    from ner_accel.precision import resolve_mixed_precision
+    from ner_accel.modeling.loading import load_model
+    from ner_accel.training.precision import resolve_mixed_precision
 
     hf_logging.set_verbosity_error()
     torch.manual_seed(args.seed)
@@ -253,8 +255,8 @@ def run_trainer(
 
 
 def run_ner_accel(args, workers: int = 0, extra: tuple[str, ...] = ()) -> dict:
-    from ner_accel import loaders as L
     from ner_accel import train as T
+    from ner_accel.data.corpus import loaders as L
 
     timings = {"train_s": 0.0, "eval_s": [], "prep_s": 0.0, "validate_s": 0.0}
     counters, training = [], [False]
@@ -350,13 +352,13 @@ def run_bare(args, unpadded: bool) -> dict:
     """Forward, backward, AdamW step over ner_accel's exact batches, collated before the clock starts."""
     import torch
 
-    from ner_accel.batching import make_loader
-    from ner_accel.data import load_corpus
-    from ner_accel.encoding import encode_dataset
-    from ner_accel.model import load_model, load_tokenizer
-    from ner_accel.optimization import build_optimizer
-    from ner_accel.precision import resolve_mixed_precision
-    from ner_accel.unpadding import UNPADDED
+    from ner_accel.data.batching import make_loader
+    from ner_accel.data.corpus import load_corpus
+    from ner_accel.data.encoding import encode_dataset
+    from ner_accel.modeling.loading import load_model, load_tokenizer
+    from ner_accel.modeling.unpadding import UNPADDED
+    from ner_accel.training.optimization import build_optimizer
+    from ner_accel.training.precision import resolve_mixed_precision
 
     torch.manual_seed(args.seed)
     precision = resolve_mixed_precision(args.mixed_precision)
@@ -393,10 +395,10 @@ def run_bare(args, unpadded: bool) -> dict:
 
 def run_prep(args) -> dict:
     """ner_accel's data path alone: read, tokenize into a fresh on-disk cache, build the loader, collate every batch."""
-    from ner_accel.batching import make_loader, padding_efficiency
-    from ner_accel.data import load_corpus
-    from ner_accel.encoding import encode_dataset
-    from ner_accel.model import load_tokenizer
+    from ner_accel.data.batching import make_loader, padding_efficiency
+    from ner_accel.data.corpus import load_corpus
+    from ner_accel.data.encoding import encode_dataset
+    from ner_accel.modeling.loading import load_tokenizer
 
     tokenizer = load_tokenizer(args.model)
     with tempfile.TemporaryDirectory() as cache:
@@ -772,7 +774,7 @@ def random_xlmr(path: Path, seed: int) -> Path:
     import torch
     from transformers import AutoTokenizer
 
-    from ner_accel.model import load_model
+    from ner_accel.modeling.loading import load_model
 
     torch.manual_seed(seed)
     source = WORKLOADS["xlmr-random"]["model"]

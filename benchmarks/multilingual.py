@@ -205,7 +205,7 @@ def workload(args) -> dict:
 def count_train_sentences(args) -> dict[str, int]:
     """Sentences per training language after --train-samples/--language-fractions (ner_accel's own selection)."""
     sys.path.insert(0, str(ROOT / "src"))
-    from ner_accel.data import read_conll
+    from ner_accel.data.readers import read_conll
 
     counts = {}
     for index, (language, directory) in enumerate(zip(args.train_languages, args.train_dirs)):

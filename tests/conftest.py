@@ -9,7 +9,7 @@ import pytest
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import BertConfig, PreTrainedTokenizerFast
 
-from ner_accel.model import BertForTokenClassification
+from ner_accel.modeling.heads import BertForTokenClassification
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MINILM = SHARED / "models" / "minilm-l6-h384-uncased"
@@ -96,7 +96,7 @@ def pytest_configure(config) -> None:
 
 
 def pytest_report_header(config) -> str:
-    from ner_accel.precision import resolve_mixed_precision
+    from ner_accel.training.precision import resolve_mixed_precision
 
     return f"--mixed-precision auto resolves to: {resolve_mixed_precision('auto', use_cpu=True)}"
 

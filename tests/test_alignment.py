@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from ner_accel.alignment import IGNORE, align_labels, align_predictions, inside_ids
-from ner_accel.encoding import encode_batch
+from ner_accel.data.alignment import IGNORE, align_labels, align_predictions, inside_ids
+from ner_accel.data.encoding import encode_batch
 from tests.conftest import build_tokenizer
 
 LABELS = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]

@@ -7,14 +7,15 @@ import torch
 from accelerate import Accelerator
 from conftest import TRAIN, build_tokenizer
 
-from ner_accel.alignment import align_predictions
-from ner_accel.analysis import confusion_matrix, error_analysis, loss_by_key, scored_words, worst_sentences
-from ner_accel.batching import make_loader
-from ner_accel.data import read_conll, to_dataset
-from ner_accel.encoding import encode_dataset
-from ner_accel.model import load_model, load_tokenizer
-from ner_accel.precision import make_accelerator
-from ner_accel.scoring import collect_predictions, predict_word_tags, score
+from ner_accel.data.alignment import align_predictions
+from ner_accel.data.batching import make_loader
+from ner_accel.data.corpus import to_dataset
+from ner_accel.data.encoding import encode_dataset
+from ner_accel.data.readers import read_conll
+from ner_accel.evaluation.analysis import confusion_matrix, error_analysis, loss_by_key, scored_words, worst_sentences
+from ner_accel.evaluation.scoring import collect_predictions, predict_word_tags, score
+from ner_accel.modeling.loading import load_model, load_tokenizer
+from ner_accel.training.precision import make_accelerator
 
 LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
 WORDS = [["Anna", "in", "Rom"], ["Bern", "."], ["Jo", "Bo", "lacht"]]

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from ner_accel.data import count_bad_starts, load_corpus
+from ner_accel.data.corpus import count_bad_starts, load_corpus
 from tests.conftest import TRAIN, VALIDATION, run_training
 
 
@@ -133,7 +133,7 @@ def test_config_file_values_are_checked_like_flags(text, expected, tiny_model, c
 
 
 def test_config_file_values_take_the_command_lines_types(tmp_path):
-    from ner_accel.config import parse_config
+    from ner_accel.options.train_config import parse_config
 
     config = tmp_path / "run.yaml"
     config.write_text("data_dir: panx/de\nlanguage_fractions: 0.5\ngroup_by_length: false\neval_steps: null\n")
@@ -143,7 +143,7 @@ def test_config_file_values_take_the_command_lines_types(tmp_path):
 
 
 def test_config_file_values_apply_and_flags_win(tiny_model, conll_dir, tmp_path):
-    from ner_accel.config import parse_config
+    from ner_accel.options.train_config import parse_config
 
     config = tmp_path / "run.json"
     config.write_text(json.dumps({"learning_rate": 1e-4, "num-train-epochs": 7}))
@@ -229,8 +229,8 @@ def test_i_after_o_is_accepted_and_reported_once(tmp_path, caplog):
 
 
 def test_too_long_sentences_are_reported(tiny_model, tmp_path, caplog):
-    from ner_accel.encoding import encode_dataset
-    from ner_accel.model import load_tokenizer
+    from ner_accel.data.encoding import encode_dataset
+    from ner_accel.modeling.loading import load_tokenizer
 
     corpus = load_corpus([str(write(tmp_path / "data"))], "", [])
     with caplog.at_level(logging.WARNING):
@@ -242,7 +242,7 @@ def test_too_long_sentences_are_reported(tiny_model, tmp_path, caplog):
 
 @pytest.mark.parametrize("ending", [b"\n", b"\r\n", b"\r"])
 def test_line_endings_and_a_byte_order_mark_read_like_plain_files(tmp_path, ending):
-    from ner_accel.data import read_conll
+    from ner_accel.data.readers import read_conll
 
     path = tmp_path / "train.conll"
     lines = ["Angela\tB-PER", "Merkel\tI-PER", "", "Paris\tB-LOC"]
@@ -254,7 +254,7 @@ def test_line_endings_and_a_byte_order_mark_read_like_plain_files(tmp_path, endi
 
 
 def test_comment_lines_and_trailing_whitespace_are_not_tokens(tmp_path):
-    from ner_accel.data import read_conll
+    from ner_accel.data.readers import read_conll
 
     path = tmp_path / "train.conll"  # MultiCoNER-style "# id" lines; a "#" token keeps its tag
     path.write_text("# id 1\tdomain=de\nAngela _ _ B-PER\t \n#\tO\n\n# id 2\nParis\tB-LOC\n", encoding="utf-8")

@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import build_model_dir, load_benchmark
 
-from ner_accel.precision import resolve_mixed_precision
+from ner_accel.training.precision import resolve_mixed_precision
 
 
 def test_bench_train_cpu_path(tmp_path, conll_dir):

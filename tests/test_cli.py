@@ -61,7 +61,7 @@ def test_a_typo_is_one_line_with_the_closest_flag(command, args, expected):
 
 
 def test_no_abbreviations_and_lr_is_the_learning_rate():
-    from ner_accel.config import parse_config
+    from ner_accel.options.train_config import parse_config
 
     with pytest.raises(SystemExit):
         parse_config(["--num-train-epoch", "3"])  # once silently taken as --num-train-epochs

@@ -22,11 +22,12 @@ from conftest import TRAIN, VALIDATION, run_training
 from datasets import Dataset
 from safetensors.torch import load_file
 
-from ner_accel.batching import make_loader
-from ner_accel.data import read_conll
-from ner_accel.encoding import encode_dataset
-from ner_accel.model import BertForTokenClassification, load_tokenizer
-from ner_accel.scoring import predict_word_tags, score
+from ner_accel.data.batching import make_loader
+from ner_accel.data.encoding import encode_dataset
+from ner_accel.data.readers import read_conll
+from ner_accel.evaluation.scoring import predict_word_tags, score
+from ner_accel.modeling.heads import BertForTokenClassification
+from ner_accel.modeling.loading import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_CONFIG = ROOT / "launch" / "cpu.yaml"
@@ -177,7 +178,7 @@ def test_gradient_accumulation_trains_to_the_weights_of_the_large_batch(
 def test_loss_is_normalised_per_labelled_token_of_the_effective_batch(tiny_model_no_dropout):
     """Micro-batches with 3 and 12 labelled tokens: the accumulated gradient is that of the 15 tokens as one
     batch, which a mean of per-micro-batch means (weighting each of the 3 tokens 4 times more) is not."""
-    from ner_accel.optimization import forward_backward
+    from ner_accel.training.optimization import forward_backward
 
     torch.manual_seed(0)
     model = BertForTokenClassification.from_pretrained(tiny_model_no_dropout)

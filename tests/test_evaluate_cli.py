@@ -12,8 +12,8 @@ from conftest import VALIDATION, build_model_dir
 from test_multilingual import build_hub_copy, write_language
 
 from ner_accel import evaluate, train
-from ner_accel.data import read_conll
-from ner_accel.precision import resolve_mixed_precision
+from ner_accel.data.readers import read_conll
+from ner_accel.training.precision import resolve_mixed_precision
 
 
 @pytest.fixture(scope="module")

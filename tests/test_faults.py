@@ -26,15 +26,17 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 
-from ner_accel.artifacts import CONFIG_FILE, is_finished, save_final, write_json
-from ner_accel.checkpoint import Checkpoints, find_checkpoint
-from ner_accel.data import load_corpus
-from ner_accel.encoding import encode_dataset, tokenizer_fingerprint
+from ner_accel.data.corpus import load_corpus
+from ner_accel.data.encoding import encode_dataset, tokenizer_fingerprint
 from ner_accel.errors import WriteFailed
-from ner_accel.integrity import STATE_FILE, verify
-from ner_accel.model import BertForTokenClassification, load_tokenizer
-from ner_accel.run_lock import acquire, release_run_locks
-from ner_accel.trainer_state import TrainerState
+from ner_accel.modeling.heads import BertForTokenClassification
+from ner_accel.modeling.loading import load_tokenizer
+from ner_accel.rundir.artifacts import CONFIG_FILE, is_finished, save_final
+from ner_accel.rundir.checkpoint import Checkpoints, find_checkpoint
+from ner_accel.rundir.files import write_json
+from ner_accel.rundir.integrity import STATE_FILE, verify
+from ner_accel.rundir.run_lock import acquire, release_run_locks
+from ner_accel.training.trainer_state import TrainerState
 from tests.conftest import TRAIN, VALIDATION, XLMR_SHAPE, run_training
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -717,8 +719,8 @@ def test_a_changed_data_file_gets_a_new_tokenization_cache(tiny_model, conll_dir
 
 
 KEY_IN_ANOTHER_PROCESS = """import sys
-from ner_accel.encoding import tokenizer_fingerprint
-from ner_accel.model import load_tokenizer
+from ner_accel.data.encoding import tokenizer_fingerprint
+from ner_accel.modeling.loading import load_tokenizer
 print(tokenizer_fingerprint(load_tokenizer(sys.argv[1])))"""
 
 

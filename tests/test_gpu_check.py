@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ner_accel.unpadding import UNPADDED
+from ner_accel.modeling.unpadding import UNPADDED
 
 BENCH_GPU = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
 CHECK_CONFIGS = ["trainer", "trainer_grouped", "ner_accel", "ner_accel_padded"]

@@ -9,10 +9,10 @@ import torch
 from accelerate.state import AcceleratorState
 
 from ner_accel import train
-from ner_accel.config import parse_config
-from ner_accel.gradients import StepGradients, embedding_rows_apply
-from ner_accel.optimization import build_optimizer, forward_backward
-from ner_accel.precision import make_accelerator
+from ner_accel.options.train_config import parse_config
+from ner_accel.training.gradients import StepGradients, embedding_rows_apply
+from ner_accel.training.optimization import build_optimizer, forward_backward
+from ner_accel.training.precision import make_accelerator
 
 
 def set_up(model_dir, data_dir, tmp_path, precision: str, *flags: str) -> train.Run:

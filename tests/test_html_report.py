@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import run_training
 
-from ner_accel.charts import nice_ticks
-from ner_accel.entities import extract_entities
-from ner_accel.html_report import load_training_metrics, render_html, write_html
+from ner_accel.inference.entities import extract_entities
+from ner_accel.reporting.charts import nice_ticks
+from ner_accel.reporting.html_report import load_training_metrics, render_html, write_html
 
 LABELS = ["O", "B-LOC", "B-ORG", "B-PER", "I-PER"]
 CONFUSION = [[40, 1, 2, 0, 0], [3, 5, 0, 1, 0], [0, 0, 0, 0, 0], [0, 0, 1, 7, 2], [1, 0, 0, 0, 6]]

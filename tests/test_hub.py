@@ -6,7 +6,7 @@ import time
 from datasets import ClassLabel, Dataset, Features, Sequence, Value
 from transformers import ByT5Tokenizer
 
-from ner_accel.data import load_corpus
+from ner_accel.data.corpus import load_corpus
 from tests.conftest import run_training
 
 PANX_NAMES = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]

@@ -15,7 +15,7 @@ from accelerate.commands.launch import _validate_launch_command, launch_command_
 from accelerate.utils.launch import prepare_multi_gpu_env
 from transformers import XLMRobertaConfig
 
-from ner_accel.model import XLMRobertaForTokenClassification
+from ner_accel.modeling.heads import XLMRobertaForTokenClassification
 
 LAUNCH = Path(__file__).resolve().parents[1] / "launch"
 CONFIGS = ["cpu", "single_gpu", "multi_gpu", "multi_node", "fsdp"]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ner_accel.metrics import entity_metrics
+from ner_accel.evaluation.metrics import entity_metrics
 
 
 def test_exact_precision_recall_f1_and_per_type():

@@ -10,7 +10,8 @@ from conftest import TRAIN, VALIDATION
 from datasets import ClassLabel, Dataset, Features, Sequence, Value
 
 from ner_accel import train
-from ner_accel.data import load_corpus, read_conll
+from ner_accel.data.corpus import load_corpus
+from ner_accel.data.readers import read_conll
 
 PANX_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
 

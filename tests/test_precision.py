@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from ner_accel import evaluate, precision, predict, train
+from ner_accel import evaluate, predict, train
+from ner_accel.training import precision
 
 
 def test_auto_resolves_to_bf16_only_where_the_cpu_has_it(monkeypatch):

@@ -15,12 +15,12 @@ from transformers import (
     pipeline,
 )
 
-from ner_accel.data import read_conll
-from ner_accel.entities import extract_entities
+from ner_accel.data.readers import read_conll
+from ner_accel.inference.entities import extract_entities
+from ner_accel.inference.tagger import Tagger
+from ner_accel.inference.windows import central_windows, plan_windows
+from ner_accel.inference.words import inside_word, split_words
 from ner_accel.predict import main
-from ner_accel.tagger import Tagger
-from ner_accel.windows import central_windows, plan_windows
-from ner_accel.words import inside_word, split_words
 
 LABELS = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
 # First sub-token -> tag. "##kel" (Merkel's second piece) says B-LOC: only first sub-tokens may count.
@@ -277,7 +277,7 @@ def test_cli_text_file_that_is_not_utf8_names_the_line(gazetteer, tmp_path, caps
 
 
 def test_a_model_type_without_an_ner_accel_head_loads_through_transformers(tmp_path):
-    """DistilBERT has no head in ner_accel.model: predict falls back to transformers' own class, same entities."""
+    """DistilBERT has no head in ner_accel.modeling.heads: predict falls back to transformers' own class, same entities."""
     from transformers import DistilBertConfig, DistilBertForTokenClassification
 
     tokenizer = build_tokenizer()

@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ner_accel import config as config_module
-from ner_accel.config import RECIPES, parse_config
-from ner_accel.model import load_model
-from ner_accel.optimization import build_optimizer, layer_depth
+from ner_accel.modeling.loading import load_model
+from ner_accel.options import train_config as config_module
+from ner_accel.options.train_config import RECIPES, parse_config
+from ner_accel.training.optimization import build_optimizer, layer_depth
 from tests.conftest import run_training
 
 LABELS = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]

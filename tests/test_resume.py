@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ner_accel.artifacts import atomic_directory
+from ner_accel.rundir.files import atomic_directory
 from tests.conftest import run_training
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ner_accel.model import load_tokenizer
+from ner_accel.modeling.loading import load_tokenizer
 
 STEP_PROFILE = Path(__file__).resolve().parents[1] / "benchmarks" / "step_profile.py"
 

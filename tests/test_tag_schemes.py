@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from seqeval.metrics.sequence_labeling import get_entities
 
-from ner_accel.data import TAG_SCHEMES, load_corpus, read_conll, read_jsonl, read_split
+from ner_accel.data.corpus import load_corpus
+from ner_accel.data.readers import TAG_SCHEMES, read_conll, read_jsonl, read_split
+from ner_accel.data.tag_schemes import check_sequence, detect_scheme, read_as_iob2, scheme_name, to_iob2
 from ner_accel.errors import UsageError
-from ner_accel.metrics import entity_metrics
-from ner_accel.tag_schemes import check_sequence, detect_scheme, read_as_iob2, scheme_name, to_iob2
+from ner_accel.evaluation.metrics import entity_metrics
 from tests.conftest import PANX
 
 # One sentence in every scheme: a two-token PER, two adjacent one-token LOCs, O, a three-token ORG, then a LOC and
@@ -212,10 +213,10 @@ def test_jsonl_is_read_in_any_scheme_and_errors_name_its_line(tmp_path):
 )  # fmt: skip
 def test_one_log_line_per_file_says_what_was_read(scheme, logged, tmp_path, caplog):
     path = write_conll(tmp_path / "train.conll", conll(list(zip(WORDS, WRITTEN[scheme]))))
-    with caplog.at_level(logging.INFO, logger="ner_accel.data"):
+    with caplog.at_level(logging.INFO, logger="ner_accel.data.readers"):
         sentences = read_split(path)
     assert sentences == [{"tokens": WORDS, "tags": IOB2, "line": 1}]
-    assert [r.getMessage() for r in caplog.records if r.name == "ner_accel.data"] == [f"{path}: {logged}"]
+    assert [r.getMessage() for r in caplog.records if r.name == "ner_accel.data.readers"] == [f"{path}: {logged}"]
 
 
 def test_load_corpus_reads_each_file_in_its_scheme_and_passes_a_named_one(tmp_path):

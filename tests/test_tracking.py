@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from ner_accel.tracking import evaluation_scalars, resolve_trackers
+from ner_accel.reporting.tracking import evaluation_scalars, resolve_trackers
 from tests.conftest import run_training
 
 pytest.importorskip("tensorboard", reason="the tensorboard package (dev extra) is needed to read event files")

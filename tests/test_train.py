@@ -89,7 +89,7 @@ def test_saved_model_loads_in_plain_transformers_with_the_same_logits(tiny_model
     model_dir = tmp_path / "run" / "model"
     plain = AutoModelForTokenClassification.from_pretrained(model_dir).eval()
     assert type(plain).__module__.startswith("transformers.")  # no ner_accel class involved
-    ours = __import__("ner_accel.model", fromlist=["BertForTokenClassification"]).BertForTokenClassification
+    ours = __import__("ner_accel.modeling.heads", fromlist=["BertForTokenClassification"]).BertForTokenClassification
     ours = ours.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     batch = tokenizer([["Merkel", "besuchte", "Leipzig"]], is_split_into_words=True, return_tensors="pt")

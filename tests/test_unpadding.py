@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import BertConfig, XLMRobertaConfig
 
-from ner_accel.model import BertForTokenClassification, XLMRobertaForTokenClassification
-from ner_accel.unpadding import UNPADDED, Packing, length_buckets, register_unpadded_attention
+from ner_accel.modeling.heads import BertForTokenClassification, XLMRobertaForTokenClassification
+from ner_accel.modeling.unpadding import UNPADDED, Packing, length_buckets, register_unpadded_attention
 
 SIZES = dict(
     vocab_size=120,
@@ -98,8 +98,8 @@ def test_packing_round_trip():
 
 
 def test_training_attention_defaults_to_unpadded_off_cuda_and_sdpa_on_cuda():
-    from ner_accel.config import TrainConfig
-    from ner_accel.model import resolve_attention
+    from ner_accel.modeling.loading import resolve_attention
+    from ner_accel.options.train_config import TrainConfig
 
     assert TrainConfig().attention == "auto"
     assert resolve_attention("auto", "cpu") == UNPADDED

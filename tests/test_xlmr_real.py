@@ -20,16 +20,16 @@ from conftest import PANX, run_training
 from seqeval.metrics.sequence_labeling import get_entities
 from transformers import DataCollatorForTokenClassification
 
-from ner_accel.data import read_conll
-from ner_accel.encoding import encode_batch
-from ner_accel.model import load_model, load_tokenizer
+from ner_accel.data.encoding import encode_batch
+from ner_accel.data.readers import read_conll
+from ner_accel.inference.words import split_words
+from ner_accel.modeling.loading import load_model, load_tokenizer
 from ner_accel.predict import Tagger
-from ner_accel.words import split_words
 
 LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
 # XLM-R's normalizer (the SentencePiece model's precompiled character map) removes these controls outright
 # (U+0001-0008, 000B, 000E-001F, 007F, 008F, 009F); Python's str.isspace() is False for all but 1C-1F, so
-# ner_accel.words keeps them inside words.
+# ner_accel.inference.words keeps them inside words.
 REMOVED = ["\x01", "\x07", "\x1b", "\x7f", "\x9f"]
 # ... and turns these into a space (zero-width space, ZWNJ, ZWJ, LRM, RLM, BOM, line separator, the replacement
 # character and "▁" itself): alone they tokenize to nothing, inside a word they cut it in two.

@@ -21,30 +21,22 @@ import numpy as np
 from accelerate import Accelerator
 from rich.console import Console
 
-from .analysis import error_analysis, scored_words
-from .artifacts import CONFIG_FILE, MODEL_DIR, check_output_file, write_json
-from .batching import make_loader, pad_multiple
-from .cli import CommandParser
-from .console import cross_lingual_table, language_table, matrix_markdown, print_analysis, setup_logging
-from .data import (
-    TAG_SCHEMES,
-    check_data_dir,
-    check_known_tags,
-    find_split_file,
-    missing_split,
-    read_split,
-    source_names,
-    subsample,
-    to_dataset,
-)
-from .encoding import encode_dataset
+from .data.batching import make_loader, pad_multiple
+from .data.corpus import check_known_tags, source_names, subsample, to_dataset
+from .data.encoding import encode_dataset
+from .data.panx_hub import load_hub_panx
+from .data.readers import TAG_SCHEMES, check_data_dir, find_split_file, missing_split, read_split
 from .errors import UsageError, run_command
-from .html_report import load_training_metrics, write_html
-from .hub import load_hub_panx
-from .metrics import entity_metrics
-from .model import load_tokenizer, load_trained, sequence_limit
-from .precision import end_accelerator, make_accelerator
-from .scoring import collect_predictions
+from .evaluation.analysis import error_analysis, scored_words
+from .evaluation.metrics import entity_metrics
+from .evaluation.scoring import collect_predictions
+from .modeling.loading import load_tokenizer, load_trained, sequence_limit
+from .options.parsing import CommandParser
+from .reporting.console import cross_lingual_table, language_table, matrix_markdown, print_analysis, setup_logging
+from .reporting.html_report import load_training_metrics, write_html
+from .rundir.artifacts import CONFIG_FILE, MODEL_DIR
+from .rundir.files import check_output_file, write_json
+from .training.precision import end_accelerator, make_accelerator
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -29,11 +29,11 @@ from typing import TextIO
 import torch
 from tqdm.auto import tqdm
 
-from .artifacts import check_output_file
-from .cli import CommandParser
+from .data.lines import numbered_lines
 from .errors import UsageError, WriteFailed, run_command, write_failure
-from .lines import numbered_lines
-from .tagger import Tagger
+from .inference.tagger import Tagger
+from .options.parsing import CommandParser
+from .rundir.files import check_output_file
 
 
 def is_json_lines(path: Path) -> bool:

@@ -26,26 +26,27 @@ from rich.console import Console
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from .artifacts import CONFIG_FILE, MODEL_DIR, check_output_dir, check_run_dir, save_final, write_json
-from .batching import LengthGroupedBatches, padding_efficiency
-from .checkpoint import Checkpoints, load_trainer_state, resolve_resume, resume_hint
-from .config import TrainConfig, parse_config
-from .console import print_results, print_summary, setup_logging
-from .data import Corpus, load_corpus
+from .data.batching import LengthGroupedBatches, padding_efficiency
+from .data.corpus import Corpus, load_corpus
+from .data.loaders import build_loaders
 from .errors import UsageError, WriteFailed, say
-from .gradients import StepGradients, embedding_rows_apply
-from .html_report import RUN_REPORT, write_html
-from .hub import check_push_target, push_to_hub
-from .loaders import build_loaders
-from .model import load_model, load_tokenizer, resolve_attention
-from .model_card import model_card, write_model_card
-from .optimization import LossMeter, build_optimizer, forward_backward, optimizer_steps
-from .precision import make_accelerator
-from .run_lock import lock_run_dir, release_run_locks
-from .scoring import score, score_sets
-from .signals import Preempted, StopSignal
-from .tracking import closed_at_exit, evaluation_scalars, resolve_trackers, start_tracking
-from .trainer_state import TrainerState, headline_f1
+from .evaluation.scoring import score, score_sets
+from .modeling.loading import load_model, load_tokenizer, resolve_attention
+from .options.train_config import TrainConfig, parse_config
+from .reporting.console import print_results, print_summary, setup_logging
+from .reporting.html_report import RUN_REPORT, write_html
+from .reporting.hub_upload import check_push_target, push_to_hub
+from .reporting.model_card import model_card, write_model_card
+from .reporting.tracking import closed_at_exit, evaluation_scalars, resolve_trackers, start_tracking
+from .rundir.artifacts import CONFIG_FILE, MODEL_DIR, check_run_dir, save_final
+from .rundir.checkpoint import Checkpoints, load_trainer_state, resolve_resume, resume_hint
+from .rundir.files import check_output_dir, write_json
+from .rundir.run_lock import lock_run_dir, release_run_locks
+from .training.gradients import StepGradients, embedding_rows_apply
+from .training.optimization import LossMeter, build_optimizer, forward_backward, optimizer_steps
+from .training.precision import make_accelerator
+from .training.signals import Preempted, StopSignal
+from .training.trainer_state import TrainerState, headline_f1
 
 logger = get_logger("ner_accel")
 

@@ -11,7 +11,7 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.state import AcceleratorState
 
-from .errors import UsageError
+from ..errors import UsageError
 
 
 def cpu_has_native_bf16() -> bool:

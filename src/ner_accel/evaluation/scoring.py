@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
-from .alignment import IGNORE, align_predictions
+from ..data.alignment import IGNORE, align_predictions
 from .metrics import entity_metrics
 
 

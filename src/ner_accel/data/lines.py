@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import UsageError
+from ..errors import UsageError
 
 
 def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:

@@ -14,10 +14,10 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
 from torch.utils.serialization import config as serialization
 
-from .artifacts import honour_umask, write_json
-from .errors import UsageError, WriteFailed, write_failure
+from ..errors import UsageError, WriteFailed, write_failure
+from ..training.trainer_state import TrainerState
+from .files import honour_umask, write_json
 from .integrity import CHECKSUMS, STATE_FILE, file_checksums, verify
-from .trainer_state import TrainerState
 
 logger = logging.getLogger(__name__)
 

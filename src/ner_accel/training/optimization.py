@@ -9,7 +9,7 @@ from contextlib import nullcontext
 import torch
 from accelerate import Accelerator
 
-from .alignment import IGNORE
+from ..data.alignment import IGNORE
 
 
 def build_optimizer(

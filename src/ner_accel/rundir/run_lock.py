@@ -19,7 +19,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
-from .errors import UsageError, WriteFailed, write_failure
+from ..errors import UsageError, WriteFailed, write_failure
 
 LOCK_FILE = ".lock"
 

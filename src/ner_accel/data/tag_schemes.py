@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from .errors import UsageError
+from ..errors import UsageError
 
 TAG_SCHEMES = ("auto", "iob1", "iob2", "bioes", "bilou")  # the values of --tag-scheme; auto = detect per file
 SCHEME_ALIASES = {"iobes": "bioes"}  # the same scheme under both names in the literature and in tools

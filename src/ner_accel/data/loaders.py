@@ -5,11 +5,11 @@ from __future__ import annotations
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
+from ..modeling.loading import sequence_limit
+from ..options.train_config import TrainConfig
 from .batching import make_loader, pad_multiple
-from .config import TrainConfig
-from .data import Corpus
+from .corpus import Corpus
 from .encoding import encode_dataset
-from .model import sequence_limit
 
 
 def build_loaders(

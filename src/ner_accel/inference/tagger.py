@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .artifacts import MODEL_DIR
+from ..errors import UsageError
+from ..modeling.loading import load_tokenizer, load_trained, sequence_limit
+from ..rundir.artifacts import MODEL_DIR
 from .entities import extract_entities
-from .errors import UsageError
-from .model import load_tokenizer, load_trained, sequence_limit
 from .windows import central_windows, plan_windows
 from .words import split_words
 

@@ -8,8 +8,8 @@ from contextlib import contextmanager
 
 from accelerate import Accelerator
 
-from .errors import UsageError
-from .precision import end_accelerator
+from ..errors import UsageError
+from ..training.precision import end_accelerator
 
 # --report-to names (as TrainingArguments spells them) and the package each tracker needs.
 TRACKER_PACKAGES = {

@@ -28,8 +28,8 @@ import os
 from html import escape
 from pathlib import Path
 
+from ..inference.entities import extract_entities
 from .charts import COLOURS, figure, line_chart
-from .entities import extract_entities
 
 RUN_REPORT = "report.html"  # the page a training run writes into its run directory
 

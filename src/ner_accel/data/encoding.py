@@ -12,8 +12,8 @@ from pathlib import Path
 import datasets
 from datasets import Dataset
 
+from ..errors import WriteFailed, write_failure
 from .alignment import align_labels, inside_ids
-from .errors import WriteFailed, write_failure
 
 logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1

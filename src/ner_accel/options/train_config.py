@@ -16,9 +16,9 @@ from typing import Literal
 import yaml
 from transformers import HfArgumentParser
 
-from .cli import DataclassParser
-from .errors import UsageError
-from .tracking import REPORT_TO_CHOICES, resolve_trackers
+from ..errors import UsageError
+from ..reporting.tracking import REPORT_TO_CHOICES, resolve_trackers
+from .parsing import DataclassParser
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Scoring: predictions back to words, seqeval metrics, the book's error analysis."""

@@ -1,0 +1,1 @@
+"""Command-line options: one typed configuration per command, parsed and checked the same way."""

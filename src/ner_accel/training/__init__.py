@@ -1,0 +1,1 @@
+"""The parts of one optimizer step and where the loop stands: AdamW, the backward, precision, signals."""
