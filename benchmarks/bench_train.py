@@ -256,7 +256,7 @@ def run_trainer(
 
 def run_ner_accel(args, workers: int = 0, extra: tuple[str, ...] = ()) -> dict:
     from ner_accel import train as T
-    from ner_accel.data.corpus import loaders as L
+    from ner_accel.data import loaders as L
 
     timings = {"train_s": 0.0, "eval_s": [], "prep_s": 0.0, "validate_s": 0.0}
     counters, training = [], [False]
