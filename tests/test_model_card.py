@@ -19,10 +19,10 @@ from huggingface_hub.errors import HfHubHTTPError
 from tokenizers import Tokenizer
 from tokenizers.models import BPE, Unigram, WordPiece
 
-from ner_accel.reporting import hub_upload as hub_module
 from ner_accel.errors import UsageError
 from ner_accel.hub import hub_reachable
 from ner_accel.options.train_config import TrainConfig
+from ner_accel.reporting import hub_upload as hub_module
 from ner_accel.reporting.hub_upload import check_push_target, push_to_hub
 from ner_accel.reporting.model_card import (
     base_model_license,
