@@ -360,7 +360,7 @@ PUSH_OFFLINE = """
 import sys, time
 from pathlib import Path
 from ner_accel.errors import UsageError
-from ner_accel.hub import push_to_hub
+from ner_accel.reporting.hub_upload import push_to_hub
 start = time.perf_counter()
 try:
     push_to_hub(Path(sys.argv[1]), "my-user/tiny-ner")

@@ -2,7 +2,7 @@
 
 The page needs nothing but a browser, offline: inline CSS and SVG charts drawn here; no script, font or URL.
 
-    from ner_accel.html_report import load_training_metrics, write_html
+    from ner_accel.reporting.html_report import load_training_metrics, write_html
 
     # after training, beside metrics.json (the final results carry no error analysis: no sentences, no confusions)
     write_html(run_dir / "report.html", training=metrics, title=run_dir.name)
