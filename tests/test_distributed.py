@@ -320,3 +320,14 @@ if __name__ == "__main__" and sys.argv[1] == "evaluate":
     results = evaluate_sets(sys.argv[2], sys.argv[3])
     if PartialState().is_main_process:
         Path(sys.argv[4]).write_text(json.dumps(results))
+
+
+def test_two_processes_train_the_same_embedding_rows_as_one(one_process, two_processes):
+    """Each process derives the trained rows from the whole training set: the same rows, the same trained values."""
+    two, _ = two_processes
+    embedding = "bert.embeddings.word_embeddings"
+    one_ckpt = load_file(sorted((one_process / "checkpoints").glob("step-*"))[-1] / "model.safetensors")
+    two_ckpt = load_file(sorted((two / "checkpoints").glob("step-*"))[-1] / "model.safetensors")
+    assert torch.equal(one_ckpt[f"{embedding}.rows"], two_ckpt[f"{embedding}.rows"])
+    torch.testing.assert_close(two_ckpt[f"{embedding}.trained_rows"], one_ckpt[f"{embedding}.trained_rows"])
+    assert f"{embedding}.trained_rows" not in weights(two)  # the saved model has the plain full matrix

@@ -43,6 +43,12 @@ def padded_batch(config, lengths: list[int], seed: int = 0) -> dict[str, torch.T
     return dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
 
 
+def packed(batch: dict) -> dict:
+    """The batch with its packing, as the collator (data/batching.py) adds it on the host."""
+    lengths = batch["attention_mask"].sum(dim=1).tolist()
+    return {**batch, "packing": Packing.of_lengths(lengths, batch["input_ids"].shape[1])}
+
+
 def twin_models(family: str):
     head, config = FAMILIES[family]
     torch.manual_seed(0)
@@ -60,7 +66,7 @@ def twin_models(family: str):
 def test_unpadded_forward_and_gradients_equal_the_padded_model(family, lengths):
     unpadded, padded = twin_models(family)
     batch = padded_batch(unpadded.config, lengths)
-    ours, reference = unpadded(**batch), padded(**batch)
+    ours, reference = unpadded(**packed(batch)), padded(**batch)
     real = batch["attention_mask"].bool()
     assert ours.logits.shape == reference.logits.shape
     torch.testing.assert_close(ours.logits[real], reference.logits[real], rtol=1e-5, atol=1e-6)
@@ -78,20 +84,22 @@ def test_token_type_ids_are_packed_with_the_tokens():
     batch = padded_batch(unpadded.config, [5, 8, 2])
     batch["token_type_ids"] = (torch.arange(8) >= 4).long().expand(3, 8).clone()
     real = batch["attention_mask"].bool()
-    torch.testing.assert_close(unpadded(**batch).logits[real], padded(**batch).logits[real], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        unpadded(**packed(batch)).logits[real], padded(**batch).logits[real], rtol=1e-5, atol=1e-6
+    )
 
 
 def test_layer_outputs_requested_run_the_padded_layout():
     unpadded, _ = twin_models("bert")
     batch = padded_batch(unpadded.config, [4, 2])
-    outputs = unpadded(**batch, output_hidden_states=True)
+    outputs = unpadded(**packed(batch), output_hidden_states=True)
     assert outputs.hidden_states[-1].shape[:2] == (2, 4)
 
 
 def test_packing_round_trip():
     mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]])
     values = torch.arange(12).view(3, 4)
-    packing = Packing.of(mask)
+    packing = Packing.of_lengths(mask.sum(dim=1).tolist(), mask.shape[1])
     assert packing.pack(values).tolist() == [[0, 1, 2, 4, 8, 9, 10, 11]]
     assert packing.unpack(packing.pack(values)).tolist() == [[0, 1, 2, 0], [4, 0, 0, 0], [8, 9, 10, 11]]
     assert packing.positions.tolist() == [0, 1, 2, 4, 8, 9, 10, 11]  # flat (row * length + column) positions
@@ -110,10 +118,29 @@ def test_training_attention_defaults_to_unpadded_off_cuda_and_sdpa_on_cuda():
 
 def test_attention_buckets_pad_each_length_class_to_its_own_longest():
     # Packed row: sentence 0 holds tokens 0-511, sentence 1 512-561, sentence 2 562-601, sentence 4 602-604.
-    buckets = length_buckets([512, 50, 40, 0, 3], torch.device("cpu"))
+    buckets = length_buckets([512, 50, 40, 0, 3])
     assert [tuple(b.real.shape) for b in buckets] == [(1, 512), (2, 50), (1, 3)]  # the empty sentence is in none
     long, middle, short = buckets
     assert middle.real.sum(dim=1).tolist() == [50, 40]
     assert middle.tokens.tolist() == list(range(512, 602))
     assert middle.slots.tolist() == list(range(50)) + list(range(50, 90))
     assert short.tokens.tolist() == [602, 603, 604] and short.slots.tolist() == [0, 1, 2]
+
+
+def test_a_packed_row_that_arrives_without_its_packing_raises():
+    """If a transformers release stopped passing `packing` through its layers, attention would see one row and no
+    mask: attending across the whole row would mix sentences, so it refuses."""
+    unpadded, _ = twin_models("bert")
+    batch = packed(padded_batch(unpadded.config, [5, 3]))
+    packing = batch["packing"]
+    positions = torch.arange(5).expand(2, 5)
+    with pytest.raises(RuntimeError, match="without its packing"):
+        unpadded.bert(packing.pack(batch["input_ids"]), position_ids=packing.pack(positions))  # no packing=
+
+
+def test_without_packing_or_mask_the_unpadded_model_runs_padded():
+    unpadded, padded = twin_models("xlm-roberta")
+    batch = padded_batch(unpadded.config, [6, 6])
+    torch.testing.assert_close(
+        unpadded(input_ids=batch["input_ids"]).logits, padded(input_ids=batch["input_ids"]).logits, rtol=1e-5, atol=1e-6
+    )

@@ -73,13 +73,27 @@ def say(line: str, exit_code: int) -> int:
     return exit_code
 
 
-def run_command(command: Callable[[], object]) -> int:
-    """Run a command-line entry: 0 on success; bad input becomes one `error: ...` line on stderr and exit 2, a
-    failed write one line and exit 1."""
+class Stopped(Exception):
+    """The command stopped before its end and says why in one line, with its own exit code (a signal, a
+    non-finite loss): what it had saved is named in the line."""
+
+    def __init__(self, line: str, exit_code: int) -> None:
+        super().__init__(line)
+        self.exit_code = exit_code
+
+
+def run_command(command: Callable[[], object], aborted: str = "aborted; nothing was written") -> int:
+    """Run a command-line entry, the same for every command: 0 on success; bad input becomes one `error: ...` line
+    on stderr and exit 2, a failed write one line and exit 1, a stop its own line and code, Ctrl-C `aborted`
+    and 130. No traceback reaches the user for any of them."""
     try:
         command()
     except UsageError as error:
         return say(f"error: {error}", 2)
     except WriteFailed as error:
         return say(f"error: {error}", 1)
+    except Stopped as stopped:
+        return say(str(stopped), stopped.exit_code)
+    except KeyboardInterrupt:
+        return say(aborted, 130)
     return 0

@@ -31,6 +31,7 @@ from .evaluation.analysis import error_analysis, scored_words
 from .evaluation.metrics import entity_metrics
 from .evaluation.scoring import collect_predictions
 from .modeling.loading import load_tokenizer, load_trained, sequence_limit
+from .modeling.unpadding import UNPADDED
 from .options.parsing import CommandParser
 from .reporting.console import cross_lingual_table, language_table, matrix_markdown, print_analysis, setup_logging
 from .reporting.html_report import load_training_metrics, write_html
@@ -167,6 +168,7 @@ def evaluate_model(
             seed=0,
             train=False,
             pad_to_multiple_of=pad_to,
+            pack=model.config._attn_implementation == UNPADDED,
         )
         # Loaders yield sentences longest first; this order maps results back to the file's order.
         orders[name] = np.argsort([i for batch in loaders[name].batch_sampler for i in batch], kind="stable")

@@ -24,14 +24,16 @@ from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from rich.console import Console
 from tqdm.auto import tqdm
-from transformers import get_scheduler
+from transformers import PreTrainedTokenizerBase, get_scheduler
 
 from .data.batching import LengthGroupedBatches, padding_efficiency
 from .data.corpus import Corpus, load_corpus
 from .data.loaders import build_loaders
-from .errors import UsageError, WriteFailed, say
+from .errors import Stopped, WriteFailed, run_command
 from .evaluation.scoring import score, score_sets
 from .modeling.loading import load_model, load_tokenizer, resolve_attention
+from .modeling.trained_rows import train_only_used_rows, with_full_embedding
+from .modeling.unpadding import UNPADDED
 from .options.train_config import TrainConfig, parse_config
 from .reporting.console import print_results, print_summary, setup_logging
 from .reporting.html_report import RUN_REPORT, write_html
@@ -42,8 +44,8 @@ from .rundir.artifacts import CONFIG_FILE, MODEL_DIR, check_run_dir, save_final
 from .rundir.checkpoint import Checkpoints, load_trainer_state, resolve_resume, resume_hint
 from .rundir.files import check_output_dir, write_json
 from .rundir.run_lock import lock_run_dir, release_run_locks
-from .training.gradients import StepGradients, embedding_rows_apply
 from .training.optimization import LossMeter, build_optimizer, forward_backward, optimizer_steps
+from .training.phases import Phases
 from .training.precision import make_accelerator
 from .training.signals import Preempted, StopSignal
 from .training.trainer_state import TrainerState, headline_f1
@@ -58,36 +60,39 @@ def train(config: TrainConfig) -> dict:
     console = setup_logging(accelerator)
     set_seed(config.seed)
     run = set_up(config, accelerator)
-    model, optimizer, scheduler, state = run.model, run.optimizer, run.scheduler, run.state
+    model, optimizer, scheduler, state, phase = run.model, run.optimizer, run.scheduler, run.state, run.phases
     if trackers:
         start_tracking(accelerator, config.run_dir.name, resolved_config(run), state.step)
     # A two-batch evaluation first: an evaluation bug fails at step 0, not after the first epoch.
-    score(model, next(iter(run.eval_loaders.values())), accelerator, run.id2label, max_batches=2)
+    with phase("evaluate"):
+        score(model, next(iter(run.eval_loaders.values())), accelerator, run.id2label, max_batches=2)
 
     losses = LossMeter(accelerator, state.unlogged_loss, state.unlogged_steps)
     progress = tqdm(
         total=run.total_steps, initial=state.step, desc="train", disable=not accelerator.is_local_main_process
     )
     with StopSignal(announce=accelerator.is_local_main_process) as stop, progress, closed_at_exit(accelerator):
-        for micro_batches in remaining_steps(run):
-            losses.add(forward_backward(model, micro_batches, accelerator))
-            run.gradients.clip(config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            ends_epoch = state.advance(len(micro_batches), run.steps_per_epoch)
-            progress.update(1)
-            if state.step % config.logging_steps == 0 or ends_epoch:  # the only routine host syncs
-                log_training(run, losses, progress)
-            if is_evaluation_step(config, state.step, ends_epoch):
-                validate(run, losses, console)
-            elif config.checkpoint_steps and state.step % config.checkpoint_steps == 0:
-                save_checkpoint(run, losses)
-            if stop.requested(accelerator, state.step):
-                raise Preempted(save_checkpoint(run, losses), stop.received)
-            if state.out_of_patience(config.patience):
-                logger.info(f"early stop: no better F1 in {config.patience} evaluations")
-                break
+        with phase("train"):
+            for micro_batches in remaining_steps(run):
+                losses.add(forward_backward(model, micro_batches, accelerator))
+                if config.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                ends_epoch = state.advance(len(micro_batches), run.steps_per_epoch)
+                progress.update(1)
+                if state.step % config.logging_steps == 0 or ends_epoch:  # the only routine host syncs
+                    log_training(run, losses, progress)
+                if is_evaluation_step(config, state.step, ends_epoch):
+                    validate(run, losses, console)
+                elif config.checkpoint_steps and state.step % config.checkpoint_steps == 0:
+                    save_checkpoint(run, losses)
+                if stop.requested(accelerator, state.step):
+                    raise Preempted(save_checkpoint(run, losses), stop.received)
+                if state.out_of_patience(config.patience):
+                    logger.info(f"early stop: no better F1 in {config.patience} evaluations")
+                    break
         progress.close()  # the bar's last line before the final evaluation's and the summary's
         final = finish(run, losses, console)
         if stop.received:  # a signal during the final evaluation or save, which completed first
@@ -105,26 +110,27 @@ class Run:
 
     config: TrainConfig
     accelerator: Accelerator
-    tokenizer: object
+    tokenizer: PreTrainedTokenizerBase
     corpus: Corpus
-    model: object
-    optimizer: object
-    scheduler: object
+    model: object  # the token classifier as prepared (DDP- or FSDP-wrapped when distributed)
+    optimizer: object  # accelerate's AcceleratedOptimizer around torch's AdamW
+    scheduler: object  # accelerate's AcceleratedScheduler around transformers' schedule
     train_loader: object  # prepared: this process's slice of each global batch
     batches: LengthGroupedBatches  # the global batches of each epoch, from (seed, epoch)
     eval_loaders: dict  # validation set name -> prepared loader
-    gradients: StepGradients  # clips them; on one CPU process the word embeddings' gradient and update by rows
     checkpoints: Checkpoints
     state: TrainerState
     id2label: dict[int, str]
     steps_per_epoch: int
     total_steps: int
     first_step: int  # where this process started: 0, or the step resumed from
+    phases: Phases  # seconds per phase, for the summary and metrics.json
     started: float = field(default_factory=time.monotonic)  # for the end-of-run summary
 
 
 def set_up(config: TrainConfig, accelerator: Accelerator) -> Run:
     """Check the run directory, load data and model, build AdamW and the schedule, prepare, resume if asked."""
+    phases = Phases()
     run_dir = config.run_dir
     check_output_dir(run_dir, "--output-dir/--run-name")
     lock_run_dir(run_dir, accelerator)  # one run per directory, before anything in it is read or written
@@ -134,39 +140,32 @@ def set_up(config: TrainConfig, accelerator: Accelerator) -> Run:
         check_push_target(config.push_to_hub)
 
     tokenizer = load_tokenizer(config.model, config.trust_remote_code)
-    corpus = load_corpus(
-        config.data_dir,
-        config.dataset,
-        config.languages,
-        config.max_train_samples,
-        config.max_eval_samples,
-        config.language_fractions,
-        config.seed,
-        config.tag_scheme,
-    )
+    corpus = load_corpus(config.corpus_options())
     settings = config.loop_settings(accelerator.num_processes)
     state = load_trainer_state(resume_from, corpus.labels, settings) if resume_from else None
     state = state or TrainerState(labels=corpus.labels, settings=settings)
-    train_loader, eval_loaders = build_loaders(config, accelerator, tokenizer, corpus)
-
     attention = resolve_attention(config.attention, accelerator.device.type)
+    with phases("tokenize"):
+        loaders = build_loaders(config, accelerator, tokenizer, corpus, pack=attention == UNPADDED)
+
     model = load_model(config.model, corpus.labels, config.trust_remote_code, attention=attention)
     id2label = model.config.id2label  # read before prepare wraps the model (DDP, FSDP)
     if config.freeze_word_embeddings:
         model.get_input_embeddings().requires_grad_(False)
+    else:  # only the rows the training data looks up are trained (and have AdamW moments): modeling/trained_rows.py
+        trained = train_only_used_rows(model, loaders.train_token_ids)
+        logger.info(f"word embeddings: {trained:,} of {model.config.vocab_size:,} rows trained (the training data's)")
     optimizer = build_optimizer(model, config.learning_rate, config.weight_decay, config.layer_lr_decay)
-    steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
+    steps_per_epoch = math.ceil(len(loaders.train) / config.gradient_accumulation_steps)
     total_steps = steps_per_epoch * config.num_train_epochs
     warmup = config.warmup_steps or math.ceil(config.warmup_ratio * total_steps)
     scheduler = get_scheduler(
         config.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps
     )
-    batches = train_loader.batch_sampler
-    model, optimizer, train_loader, scheduler, *prepared_eval = accelerator.prepare(
-        model, optimizer, train_loader, scheduler, *eval_loaders.values()
+    batches = loaders.train.batch_sampler
+    model, optimizer, train_loader, scheduler, *eval_loaders = accelerator.prepare(
+        model, optimizer, loaders.train, scheduler, *loaders.validation.values()
     )
-    gradients = StepGradients(accelerator, model, embedding_rows=embedding_rows_apply(accelerator, model))
-    gradients.attach(optimizer)
     checkpoints = Checkpoints(run_dir, config.keep_checkpoints, keep_best=config.load_best)
     if config.overwrite and not resume_from:  # only now, once data and model have loaded without error
         checkpoints.clear(accelerator)
@@ -175,10 +174,24 @@ def set_up(config: TrainConfig, accelerator: Accelerator) -> Run:
         logger.info(f"resumed from {resume_from} at step {state.step} (epoch {state.epoch + 1}, "
                     f"batch {state.batches_in_epoch})")  # fmt: skip
     run = Run(
-        config, accelerator, tokenizer, corpus, model, optimizer, scheduler, train_loader, batches,
-        dict(zip(eval_loaders, prepared_eval)), gradients, checkpoints, state, id2label, steps_per_epoch, total_steps,
-        state.step,
-    )  # fmt: skip
+        config=config,
+        accelerator=accelerator,
+        tokenizer=tokenizer,
+        corpus=corpus,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_loader=train_loader,
+        batches=batches,
+        eval_loaders=dict(zip(loaders.validation, eval_loaders)),
+        checkpoints=checkpoints,
+        state=state,
+        id2label=id2label,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        first_step=state.step,
+        phases=phases,
+    )
     log_banner(run)
     return run
 
@@ -226,7 +239,8 @@ def log_training(run: Run, losses: LossMeter, progress: tqdm) -> None:
 
 def validate(run: Run, losses: LossMeter, console: Console) -> None:
     """Score every validation set, record the result and the best F1, and checkpoint (never a diverged model)."""
-    results = score_sets(run.model, run.eval_loaders, run.accelerator, run.id2label)
+    with run.phases("evaluate"):
+        results = score_sets(run.model, run.eval_loaders, run.accelerator, run.id2label)
     run.state.record_evaluation(results)
     print_results(results, console, run.accelerator, f"step {run.state.step}")
     run.accelerator.log(evaluation_scalars(results), step=run.state.step)
@@ -236,7 +250,8 @@ def validate(run: Run, losses: LossMeter, console: Console) -> None:
 def save_checkpoint(run: Run, losses: LossMeter) -> Path:
     """Checkpoint the run with the loss not logged yet; a non-finite loss stops the run before it is saved."""
     run.state.unlogged_loss, run.state.unlogged_steps = losses.summed(run.state.step), losses.steps
-    return run.checkpoints.save(run.accelerator, run.state)
+    with run.phases("checkpoint"):
+        return run.checkpoints.save(run.accelerator, run.state)
 
 
 def resolved_config(run: Run) -> dict:
@@ -256,49 +271,57 @@ def finish(run: Run, losses: LossMeter, console: Console) -> dict:
         accelerator.load_state(str(run.checkpoints.path(state.best_step)))
         final_step = state.best_step
     final = state.evaluations()[final_step]
-    # FSDP shards the weights: gather the full state dict (a collective, so on every process) before saving.
-    state_dict = accelerator.get_state_dict(run.model)
+    model_dir = config.run_dir / MODEL_DIR
+    with run.phases("save"):
+        # FSDP shards the weights: gather the full state dict (a collective, so on every process) before saving;
+        # the trained embedding rows go back into the full matrix, so model/ is the plain transformers model.
+        state_dict = with_full_embedding(accelerator.get_state_dict(run.model))
+        if accelerator.is_main_process:
+            resolved = resolved_config(run)
+            write_json(config.run_dir / CONFIG_FILE, resolved)
+            model = accelerator.unwrap_model(run.model)
+            save_final(config.run_dir, model, run.tokenizer, state.history, final, state_dict, run.phases.seconds)
+            write_model_card(model_dir, model_card(model_dir, resolved, final, repo_id=config.push_to_hub))
+            write_html(config.run_dir / RUN_REPORT, training={"evaluations": state.history, "final": final},
+                       title=config.run_dir.name)  # fmt: skip
     if accelerator.is_main_process:
-        resolved = resolved_config(run)
-        write_json(config.run_dir / CONFIG_FILE, resolved)
-        save_final(config.run_dir, accelerator.unwrap_model(run.model), run.tokenizer, state.history, final, state_dict)
-        model_dir = config.run_dir / MODEL_DIR
-        write_model_card(model_dir, model_card(model_dir, resolved, final, repo_id=config.push_to_hub))
-        write_html(config.run_dir / RUN_REPORT, training={"evaluations": state.history, "final": final},
-                   title=config.run_dir.name)  # fmt: skip
         batch = config.per_device_train_batch_size * accelerator.num_processes * config.gradient_accumulation_steps
         places = {"model": model_dir, "checkpoints": run.checkpoints.root, "report": config.run_dir / RUN_REPORT}
         steps = state.step - run.first_step  # in this process: a resumed run counts from its checkpoint
-        print_summary(console, time.monotonic() - run.started, steps, batch, headline_f1(final), final_step, places)
+        print_summary(console, time.monotonic() - run.started, steps, batch, headline_f1(final), final_step, places,
+                      run.phases.seconds)  # fmt: skip
     accelerator.wait_for_everyone()
     if config.push_to_hub and accelerator.is_main_process:  # after the barrier: a failed upload holds no one up
         logger.info(f"uploaded {MODEL_DIR}/ to {push_to_hub(config.run_dir / MODEL_DIR, config.push_to_hub)}")
     return final
 
 
+ABORTED = (
+    "aborted; checkpoints already written are complete: resume with the same command plus --resume latest "
+    "(if there is none, start again)"
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry: 0 on success, else one line on stderr and 2 (bad input), 1 (a non-finite loss or a
     failed write: the last good checkpoint stays), 128 + N (stopped by signal N, saved) or 130 (aborted)."""
-    try:
-        train(parse_config(argv))
-    except UsageError as error:
-        return say(f"error: {error}", 2)
-    except Preempted as stopped:
-        if stopped.finished:
-            return say(f"stopped by signal {stopped.signal_number} after the run finished; model saved to "
-                       f"{stopped.saved}", 128 + stopped.signal_number)  # fmt: skip
-        return say(f"stopped by signal {stopped.signal_number}; checkpoint saved to {stopped.saved}. Resume with the "
-                   "same command plus --resume latest", 128 + stopped.signal_number)  # fmt: skip
-    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
-        return say("aborted; checkpoints already written are complete: resume with the same command plus "
-                   "--resume latest (if there is none, start again)", 130)  # fmt: skip
-    except FloatingPointError as error:
-        return say(f"error: {error}; the last good checkpoint is kept (resume with --resume latest)", 1)
-    except WriteFailed as error:  # a full or failing disk; argv parsed fine before, so the run directory is known
-        return say(f"error: {error}; {resume_hint(parse_config(argv).run_dir)}", 1)
-    finally:
-        release_run_locks()  # for callers that run several jobs in one process; an exit releases it anyway
-    return 0
+
+    def command() -> None:
+        config = parse_config(argv)
+        try:
+            train(config)
+        except Preempted as stopped:
+            raise Stopped(stopped.line(), 128 + stopped.signal_number) from None
+        except FloatingPointError as error:
+            raise Stopped(
+                f"error: {error}; the last good checkpoint is kept (resume with --resume latest)", 1
+            ) from None
+        except WriteFailed as error:  # a full or failing disk: where to resume from, once there is space
+            raise WriteFailed(f"{error}; {resume_hint(config.run_dir)}", error.reason) from None
+        finally:
+            release_run_locks()  # for callers that run several jobs in one process; an exit releases it anyway
+
+    return run_command(command, aborted=ABORTED)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorForTokenClassification
 
+from ..modeling.unpadding import Packing
 from .alignment import IGNORE
 
 MODEL_INPUTS = ["input_ids", "attention_mask", "labels"]
@@ -91,6 +92,22 @@ class WithFillers(torch.utils.data.Dataset):
         return rows
 
 
+class Collator:
+    """Pads a batch's rows (transformers' token-classification collator: labels padded with -100) and, for a model
+    that runs packed, adds where their real tokens sit (`packing`), computed here on the host so the forward never
+    reads it back from the device."""
+
+    def __init__(self, tokenizer, pad_to_multiple_of: int | None = None, pack: bool = False) -> None:
+        self.pad = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+        self.pack = pack
+
+    def __call__(self, rows: list[dict]) -> dict:
+        batch = self.pad(rows)
+        if self.pack:
+            batch["packing"] = Packing.of_lengths([len(row["input_ids"]) for row in rows], batch["input_ids"].shape[1])
+        return batch
+
+
 def padding_efficiency(lengths, batches) -> float:
     """Real tokens over padded tokens for a sequence of batches (index lists)."""
     lengths = np.asarray(lengths)
@@ -117,8 +134,10 @@ def make_loader(
     pad_to_multiple_of: int | None = None,
     num_workers: int = 0,
     accumulation: int = 1,
+    pack: bool = False,
 ) -> DataLoader:
-    """A DataLoader over encoded rows with global batches of `batch_size` (all processes together)."""
+    """A DataLoader over encoded rows with global batches of `batch_size` (all processes together); `pack`: the
+    batches carry their packing, for a model with the UNPADDED attention."""
     sampler = LengthGroupedBatches(
         data["length"],
         batch_size,
@@ -129,7 +148,7 @@ def make_loader(
         accumulation=accumulation if train else 1,
     )
     rows = data.select_columns(MODEL_INPUTS)
-    collate = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+    collate = Collator(tokenizer, pad_to_multiple_of, pack)
     return DataLoader(
         WithFillers(rows) if train else rows,
         batch_sampler=sampler,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasets import Dataset, concatenate_datasets
@@ -90,19 +90,26 @@ def source_names(data_dirs: list[str]) -> dict[str, Path]:
     return names
 
 
-def load_corpus(
-    data_dirs: list[str] | None,
-    dataset: str,
-    languages: list[str],
-    max_train_samples: int | None = None,
-    max_eval_samples: int | None = None,
-    fractions: list[float] | None = None,
-    seed: int = 42,
-    tag_scheme: str = "auto",
-) -> Corpus:
-    """Read every source, derive the label set from training data, and check evaluation tags against it.
+@dataclass(frozen=True)
+class CorpusOptions:
+    """Where a training run's corpus comes from and how much of it is used (TrainConfig.corpus_options())."""
 
-    tag_scheme applies to local files (--data-dir); the Hub's PAN-X is IOB2 already."""
+    data_dir: list[str] | None = None  # local directories; None: PAN-X from `dataset`
+    dataset: str = "google/xtreme"
+    languages: list[str] = field(default_factory=lambda: ["de"])
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    language_fractions: list[float] | None = None  # one per source: a seeded sample of its training set
+    seed: int = 42
+    tag_scheme: str = "auto"  # of local files; the Hub's PAN-X is IOB2 already
+
+
+def load_corpus(options: CorpusOptions) -> Corpus:
+    """Read every source, derive the label set from training data, and check evaluation tags against it."""
+    data_dirs, languages, tag_scheme, seed = options.data_dir, options.languages, options.tag_scheme, options.seed
+    max_train_samples, max_eval_samples, fractions = (
+        options.max_train_samples, options.max_eval_samples, options.language_fractions
+    )  # fmt: skip
     origins = {}  # source name -> where its files are, for messages
     if data_dirs:
         origins = source_names(data_dirs)
@@ -111,7 +118,7 @@ def load_corpus(
     else:
         sources, hub_labels = {}, None
         for language in languages:
-            sources[language], hub_labels = load_hub_panx(dataset, language)
+            sources[language], hub_labels = load_hub_panx(options.dataset, language)
     fractions = fractions or [None] * len(sources)
 
     train_parts = {

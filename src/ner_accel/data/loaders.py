@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
@@ -12,10 +15,18 @@ from .corpus import Corpus
 from .encoding import encode_dataset
 
 
-def build_loaders(
-    config: TrainConfig, accelerator: Accelerator, tokenizer, corpus: Corpus
-) -> tuple[DataLoader, dict[str, DataLoader]]:
-    """Tokenize once (main process first; the others read its cache) and batch: the train and validation loaders."""
+@dataclass
+class Loaders:
+    """What a training run reads: its batches, and the sub-token ids its training data uses."""
+
+    train: DataLoader
+    validation: dict[str, DataLoader]  # evaluation set name -> loader
+    train_token_ids: np.ndarray  # sorted, distinct: the word-embedding rows training looks up
+
+
+def build_loaders(config: TrainConfig, accelerator: Accelerator, tokenizer, corpus: Corpus, pack: bool) -> Loaders:
+    """Tokenize once (main process first; the others read its cache) and batch: the train and validation loaders.
+    pack: batches carry their packing (the model runs on real tokens only)."""
     max_length = sequence_limit(tokenizer, config.max_length)
     with accelerator.main_process_first():
         train_rows = encode_dataset(
@@ -32,6 +43,7 @@ def build_loaders(
         seed=config.seed,
         pad_to_multiple_of=pad_multiple(accelerator.device, accelerator.mixed_precision),
         num_workers=config.dataloader_num_workers,
+        pack=pack,
     )
     train_loader = make_loader(
         train_rows,
@@ -46,4 +58,5 @@ def build_loaders(
         name: make_loader(rows, batch_size=config.per_device_eval_batch_size * world, train=False, **loader_options)
         for name, rows in eval_rows.items()
     }
-    return train_loader, eval_loaders
+    token_ids = np.unique(train_rows.data.column("input_ids").combine_chunks().flatten().to_numpy())
+    return Loaders(train_loader, eval_loaders, token_ids)

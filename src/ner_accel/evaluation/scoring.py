@@ -44,7 +44,8 @@ def collect_predictions(
     # to half precision once per evaluation, not once per batch (the same bits; 9 % of a bf16 CPU evaluation).
     with accelerator.autocast():
         for batch in islice(loader, max_batches):
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+            inputs = {key: value for key, value in batch.items() if key != "labels"}  # with its packing, if any
+            logits = model(**inputs).logits.float()
             # Processes pad to different lengths: pad to a common one, then gather (dropping duplicated tail rows).
             predictions = accelerator.pad_across_processes(logits.argmax(dim=-1), dim=1, pad_index=IGNORE)
             labels = accelerator.pad_across_processes(batch["labels"], dim=1, pad_index=IGNORE)

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from ..errors import UsageError
 from ..modeling.loading import load_tokenizer, load_trained, sequence_limit
+from ..modeling.unpadding import UNPADDED, Packing
 from ..rundir.artifacts import MODEL_DIR
 from .entities import extract_entities
 from .windows import central_windows, plan_windows
@@ -91,7 +92,10 @@ class Tagger:
         input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in batch])
         mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in batch])
         device = next(self.model.parameters()).device
-        logits = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+        inputs = {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
+        if self.model.config._attn_implementation == UNPADDED:  # on real tokens only, packed on the host
+            inputs["packing"] = Packing.of_lengths([len(ids) for ids, _ in batch], width).to(device)
+        logits = self.model(**inputs).logits
         probabilities = logits.float().softmax(dim=-1).cpu().numpy()
         out = []
         for row, (_, firsts) in enumerate(batch):

@@ -44,17 +44,20 @@ class EncoderForTokenClassification:
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         num_items_in_batch: torch.Tensor | int | None = None,
+        packing: Packing | None = None,
         **kwargs,
     ) -> TokenClassifierOutput:
         """num_items_in_batch: labelled tokens in the whole effective batch, to normalise the summed loss by.
-
-        With the UNPADDED attention the encoder, dropout and classifier run on the batch's real tokens only
-        (see unpadding.py); logits come back in the padded (batch, length, labels) layout either way.
+        packing: where the batch's real tokens sit (the collator's, data/batching.py); with the UNPADDED attention
+        the encoder, dropout and classifier then run on the real tokens only (see unpadding.py). Logits come back
+        in the padded (batch, length, labels) layout either way.
         """
         encoder = getattr(self, self.base_model_prefix)
-        packing = self.packing(input_ids, attention_mask, kwargs)
-        if packing is None:
+        if not self.runs_packed(packing, kwargs):
+            if attention_mask is None and self.config._attn_implementation == UNPADDED:
+                attention_mask = torch.ones_like(input_ids)  # a padded forward of this attention always has a mask
             outputs = encoder(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs)
+            packing = None
         else:
             outputs = encoder(
                 packing.pack(input_ids),
@@ -78,16 +81,15 @@ class EncoderForTokenClassification:
             attentions=outputs.attentions,
         )
 
-    def packing(self, input_ids, attention_mask, kwargs) -> Packing | None:
-        """How to pack this forward's real tokens, or None to run padded (per-layer outputs keep their layout)."""
-        if self.config._attn_implementation != UNPADDED or attention_mask is None or input_ids is None:
-            return None
-        if "position_ids" in kwargs or any(
+    def runs_packed(self, packing: Packing | None, kwargs: dict) -> bool:
+        """Packed when the batch brings its packing and the attention is UNPADDED; padded when per-layer outputs
+        are asked for (they keep the padded layout) or positions are given."""
+        if packing is None or self.config._attn_implementation != UNPADDED or "position_ids" in kwargs:
+            return False
+        return not any(
             kwargs.get(name, getattr(self.config, name, False))
             for name in ("output_hidden_states", "output_attentions")
-        ):
-            return None
-        return Packing.of(attention_mask)
+        )
 
     def padded_position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The position ids the encoder's embeddings would use for this padded batch."""

@@ -16,6 +16,7 @@ from typing import Literal
 import yaml
 from transformers import HfArgumentParser
 
+from ..data.corpus import CorpusOptions
 from ..errors import UsageError
 from ..reporting.tracking import REPORT_TO_CHOICES, resolve_trackers
 from .parsing import DataclassParser
@@ -185,6 +186,10 @@ class TrainConfig:
             settings["data_dir"] = [os.path.abspath(d) for d in self.data_dir]
         model = os.path.abspath(self.model) if os.path.isdir(self.model) else self.model
         return {**settings, "model": model, "num_processes": num_processes}
+
+    def corpus_options(self) -> CorpusOptions:
+        """The options that say which corpus this run reads."""
+        return CorpusOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(CorpusOptions)})
 
     @property
     def default_run_name(self) -> str:

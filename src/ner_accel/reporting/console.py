@@ -51,12 +51,23 @@ def report_text(results: dict[str, dict]) -> str:
 
 
 def print_summary(
-    console: Console, seconds: float, steps: int, batch: int, f1: float, final_step: int, places: dict[str, Path]
+    console: Console,
+    seconds: float,
+    steps: int,
+    batch: int,
+    f1: float,
+    final_step: int,
+    places: dict[str, Path],
+    phases: dict[str, float] | None = None,
 ) -> None:
-    """The end-of-run summary: time and speed, the final F1, where the results are and what they take on disk
-    (unwrapped, so the paths copy whole)."""
-    console.print(f"done in {seconds / 60:.1f} min ({steps} steps, {steps * batch / seconds:,.1f} sentences/s); "
-                  f"F1 {f1:.4f} (step {final_step})", soft_wrap=True, highlight=False)  # fmt: skip
+    """The end-of-run summary: time and speed (and where the time went), the final F1, where the results are and
+    what they take on disk (unwrapped, so the paths copy whole)."""
+    training = (phases or {}).get("train") or seconds
+    console.print(f"done in {seconds / 60:.1f} min ({steps} steps, {steps * batch / training:,.1f} sentences/s "
+                  f"training); F1 {f1:.4f} (step {final_step})", soft_wrap=True, highlight=False)  # fmt: skip
+    if phases:
+        spent = ", ".join(f"{name} {value:,.1f} s" for name, value in phases.items())
+        console.print(f"  {'time:':12} {spent}", soft_wrap=True, highlight=False)
     for name, path in places.items():
         size = f" ({disk_usage(path)}{'; delete them once you will not resume' if name == 'checkpoints' else ''})"
         console.print(f"  {name + ':':12} {path}{size if path.is_dir() else ''}", soft_wrap=True, highlight=False)

@@ -58,13 +58,20 @@ def remove_leftovers(run_dir: Path) -> None:
 
 
 def save_final(
-    run_dir: Path, model, tokenizer, history: list[dict], results: dict[str, dict], state_dict: dict | None = None
+    run_dir: Path,
+    model,
+    tokenizer,
+    history: list[dict],
+    results: dict[str, dict],
+    state_dict: dict | None = None,
+    seconds: dict[str, float] | None = None,
 ) -> None:
     """The model in plain transformers form, its tokenizer, every evaluation and the final per-entity report.
 
     metrics.json goes first and comes back last, so that the directory counts as finished (is_finished) only
     once everything is complete, and an earlier run's metrics never vouch for a model that is half replaced.
-    state_dict: the full weights when the model's own are sharded (FSDP), from accelerator.get_state_dict."""
+    state_dict: the weights to save (the full ones when the model's own are sharded, with the full embedding matrix);
+    seconds: the run's wall time per phase, kept in metrics.json."""
     (run_dir / METRICS_FILE).unlink(missing_ok=True)
     remove_leftovers(run_dir)
     target = run_dir / MODEL_DIR
@@ -80,4 +87,4 @@ def save_final(
             f"cannot write the final model to {target} ({reason}); its partial files were removed", reason
         ) from None
     write_text(run_dir / REPORT_FILE, report_text(results))
-    write_json(run_dir / METRICS_FILE, {"evaluations": history, "final": results})
+    write_json(run_dir / METRICS_FILE, {"evaluations": history, "final": results, "seconds": seconds or {}})

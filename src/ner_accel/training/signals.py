@@ -18,6 +18,15 @@ class Preempted(Exception):
         super().__init__(str(saved))
         self.saved, self.signal_number, self.finished = saved, signal_number, finished
 
+    def line(self) -> str:
+        """What the user reads: what was saved, and how to go on."""
+        if self.finished:
+            return f"stopped by signal {self.signal_number} after the run finished; model saved to {self.saved}"
+        return (
+            f"stopped by signal {self.signal_number}; checkpoint saved to {self.saved}. Resume with the same command "
+            "plus --resume latest"
+        )
+
 
 class StopSignal:
     """Record SIGTERM/SIGINT (Slurm --signal, spot notices, Ctrl-C) so the run stops after the current step.
