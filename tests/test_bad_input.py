@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from ner_accel.data.corpus import count_bad_starts, load_corpus
+from ner_accel.data.corpus import CorpusOptions, count_bad_starts, load_corpus
 from tests.conftest import TRAIN, VALIDATION, run_training
 
 
@@ -222,7 +222,7 @@ def test_i_after_o_is_accepted_and_reported_once(tmp_path, caplog):
     data = write(tmp_path / "data", train="Paris\tI-LOC\nund\tO\nBerlin\tI-LOC\n", validation="Rom\tB-LOC\n")
     assert count_bad_starts([["O", "I-LOC", "I-LOC", "O", "I-PER", "B-ORG", "I-LOC"]]) == 3
     with caplog.at_level(logging.WARNING):
-        corpus = load_corpus([str(data)], "", [])
+        corpus = load_corpus(CorpusOptions(data_dir=[str(data)]))
     warnings = [r.getMessage() for r in caplog.records if "I- tags follow O" in r.getMessage()]
     assert warnings == ["training data: 2 I- tags follow O or another type; read as entity starts (as seqeval)"]
     assert corpus.labels == ["O", "B-LOC", "I-LOC"]
@@ -232,7 +232,7 @@ def test_too_long_sentences_are_reported(tiny_model, tmp_path, caplog):
     from ner_accel.data.encoding import encode_dataset
     from ner_accel.modeling.loading import load_tokenizer
 
-    corpus = load_corpus([str(write(tmp_path / "data"))], "", [])
+    corpus = load_corpus(CorpusOptions(data_dir=[str(write(tmp_path / "data"))]))
     with caplog.at_level(logging.WARNING):
         encode_dataset(corpus.train, load_tokenizer(str(tiny_model)), corpus.labels, 6, False, "train")
     # by hand: 3 + 4 + 4 + 4 + 2 words of the five training sentences fall past [CLS] + 4 pieces

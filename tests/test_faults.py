@@ -26,7 +26,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 
-from ner_accel.data.corpus import load_corpus
+from ner_accel.data.corpus import CorpusOptions, load_corpus
 from ner_accel.data.encoding import encode_dataset, tokenizer_fingerprint
 from ner_accel.errors import WriteFailed
 from ner_accel.modeling.heads import BertForTokenClassification
@@ -238,7 +238,9 @@ def test_enospc_at_each_write_of_the_final_save_leaves_no_partial_model(trained,
             DiskFilling(patch, tmp_path, fail_at)
             final_save()
         if name in (".report.txt.tmp", ".metrics.json.tmp"):  # write_text's temporaries
-            assert str(failed.value) == f"cannot write {run / name[1:].removesuffix('.tmp')} ({NO_SPACE})"
+            assert str(failed.value) == (
+                f"cannot write {run / name[1:].removesuffix('.tmp')} ({NO_SPACE}); the partial file was removed"
+            )
         else:
             assert str(failed.value) == (
                 f"cannot write the final model to {run / 'model'} ({NO_SPACE}); its partial files were removed"
@@ -348,6 +350,49 @@ def test_a_full_disk_fails_in_one_line_removes_partial_files_and_resume_works_on
     assert is_finished(run) and leftovers(run) == [] and evaluated_steps(run) == [3]
 
 
+@pytest.mark.parametrize("last_file", ["README.md", "report.html"])
+def test_a_disk_that_fills_at_the_model_card_or_report_is_one_line(
+    tiny_model, conll_dir, small_disk, monkeypatch, capsys, last_file
+):
+    """The model card and the HTML report are written at the final save, before metrics.json: a disk that fills
+    as they are written ends the run in one line like any other failed write, nothing partial is left, the run does
+    not look finished, and the resumed run then finishes."""
+    import ner_accel.rundir.artifacts as artifacts
+    from ner_accel.reporting.model_card import ModelCard
+
+    disk = small_disk("2m")
+    run = disk / "run"
+    args = args_for(tiny_model, conll_dir, disk, "--num-train-epochs", "1")
+    filler = None
+
+    def fills_first(real):
+        def write(path, *a, **k):
+            nonlocal filler
+            if Path(path).name in (last_file, f".{last_file}.tmp") and filler is None:
+                filler = fill(disk)
+            return real(path, *a, **k)
+
+        return write
+
+    with monkeypatch.context() as patch:
+        patch.setattr(artifacts, "write_text", fills_first(artifacts.write_text))
+        if last_file == "README.md":
+            real_save = ModelCard.save
+            patch.setattr(ModelCard, "save", lambda card, path: fills_first(lambda p: real_save(card, p))(path))
+        assert run_training(args) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and filler is not None
+    if last_file == "README.md":
+        first = f"error: cannot write the final model to {run / 'model'} ({NO_SPACE}); its partial files were removed"
+    else:
+        first = f"error: cannot write {run / last_file} ({NO_SPACE}); the partial file was removed"
+    assert last_line(err).startswith(first + "; the last good checkpoint is ")
+    assert leftovers(run) == [] and not is_finished(run)
+    filler.unlink()
+    assert run_training([*args, "--resume", "latest"]) == 0 and is_finished(run)
+    assert (run / "model" / "README.md").is_file() and (run / "report.html").is_file()
+
+
 def test_predict_output_and_the_tokenization_cache_on_a_full_disk(trained, tiny_model, small_disk, capsys):
     from ner_accel.predict import main as predict
 
@@ -360,7 +405,7 @@ def test_predict_output_and_the_tokenization_cache_on_a_full_disk(trained, tiny_
         f"error: cannot write --output {output} ({NO_SPACE}); the partial file was removed"
     )
     assert sorted(p.name for p in disk.iterdir()) == ["filler"]
-    corpus = load_corpus([str(data)], "", [])
+    corpus = load_corpus(CorpusOptions(data_dir=[str(data)]))
     with pytest.raises(
         WriteFailed, match=rf"^cannot write the tokenization cache {re.escape(str(disk))}.*\({NO_SPACE}\)$"
     ):
@@ -705,7 +750,7 @@ def test_a_kill_during_the_final_save_never_leaves_a_finished_looking_directory(
 
 def encoded(data: Path, model: Path, cache: Path) -> dict:
     """The tokenized training split as a new run gets it: data and tokenizer loaded afresh."""
-    corpus = load_corpus([str(data)], "", [])
+    corpus = load_corpus(CorpusOptions(data_dir=[str(data)]))
     return encode_dataset(corpus.train, load_tokenizer(str(model)), corpus.labels, 64, False, "train", str(cache))[:]
 
 

@@ -6,7 +6,7 @@ import time
 from datasets import ClassLabel, Dataset, Features, Sequence, Value
 from transformers import ByT5Tokenizer
 
-from ner_accel.data.corpus import load_corpus
+from ner_accel.data.corpus import CorpusOptions, load_corpus
 from tests.conftest import run_training
 
 PANX_NAMES = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
@@ -42,7 +42,7 @@ def write_hub_copy(root):
 
 
 def test_local_copy_in_hub_layout_loads_with_classlabel_names(tmp_path):
-    corpus = load_corpus(None, str(write_hub_copy(tmp_path / "xtreme")), ["de"])
+    corpus = load_corpus(CorpusOptions(dataset=str(write_hub_copy(tmp_path / "xtreme")), languages=["de"]))
     assert corpus.labels == PANX_NAMES  # the ClassLabel order, as the seed's tags.names
     assert corpus.train["tags"][0] == ["B-PER", "I-PER", "O", "B-LOC"]
     assert list(corpus.validation) == ["de"]

@@ -10,7 +10,7 @@ from conftest import TRAIN, VALIDATION
 from datasets import ClassLabel, Dataset, Features, Sequence, Value
 
 from ner_accel import train
-from ner_accel.data.corpus import load_corpus
+from ner_accel.data.corpus import CorpusOptions, load_corpus
 from ner_accel.data.readers import read_conll
 
 PANX_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
@@ -54,11 +54,11 @@ def run_args(model: Path, output: Path, *data: str) -> list[str]:
 
 def test_fractions_sample_each_language(tmp_path):
     de, fr = write_language(tmp_path, "de"), write_language(tmp_path, "fr")
-    corpus = load_corpus([str(de), str(fr)], "unused", [], fractions=[0.6, 1.0], seed=1)
+    corpus = load_corpus(CorpusOptions(data_dir=[str(de), str(fr)], language_fractions=[0.6, 1.0], seed=1))
     assert corpus.train["language"].count("de") == 3  # int(0.6 * 5 sentences)
     assert corpus.train["language"].count("fr") == 5
     assert list(corpus.validation) == ["de", "fr"]
-    again = load_corpus([str(de), str(fr)], "unused", [], fractions=[0.6, 1.0], seed=1)
+    again = load_corpus(CorpusOptions(data_dir=[str(de), str(fr)], language_fractions=[0.6, 1.0], seed=1))
     assert again.train["tokens"] == corpus.train["tokens"]  # the sample is fixed by the seed
 
 
@@ -79,7 +79,7 @@ def test_training_on_two_directories_reports_each_language_and_the_mean(tiny_mod
 
 def test_training_on_hub_languages_offline(tiny_model, tmp_path):
     hub = build_hub_copy(tmp_path)
-    corpus = load_corpus(None, str(hub), ["de", "fr"], max_train_samples=4)
+    corpus = load_corpus(CorpusOptions(dataset=str(hub), languages=["de", "fr"], max_train_samples=4))
     assert corpus.labels == PANX_LABELS  # the Hub's label order, not a sorted one
     assert len(corpus.train) == 8 and list(corpus.validation) == ["de", "fr"]
     assert train.main(run_args(tiny_model, tmp_path / "out", "--dataset", str(hub), "--languages", "de", "fr")) == 0

@@ -339,7 +339,7 @@ def test_cli_refuses_outputs_it_cannot_write_before_tagging(gazetteer, tmp_path,
         assert expected in capsys.readouterr().err
     assert source.read_text(encoding="utf-8") == "Angela Merkel besuchte Paris\n"
     assert main(["--model", str(gazetteer), "--max-length", "0", "Paris"]) == 2
-    assert "--max-length must be a positive integer" in capsys.readouterr().err
+    assert "--max-length must leave room for special tokens and a word (3 or more), got 0" in capsys.readouterr().err
 
 
 def test_a_directory_that_is_not_a_model_is_refused(tmp_path, capsys):

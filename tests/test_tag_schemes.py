@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from seqeval.metrics.sequence_labeling import get_entities
 
-from ner_accel.data.corpus import load_corpus
+from ner_accel.data.corpus import CorpusOptions, load_corpus
 from ner_accel.data.readers import TAG_SCHEMES, read_conll, read_jsonl, read_split
 from ner_accel.data.tag_schemes import check_sequence, detect_scheme, read_as_iob2, scheme_name, to_iob2
 from ner_accel.errors import UsageError
@@ -224,7 +224,7 @@ def test_load_corpus_reads_each_file_in_its_scheme_and_passes_a_named_one(tmp_pa
     data.mkdir()
     write_conll(data / "train.conll", conll(list(zip(WORDS, WRITTEN["bioes"]))))
     write_conll(data / "validation.conll", conll(list(zip(WORDS, WRITTEN["iob1"]))))
-    corpus = load_corpus([str(data)], "", [])
+    corpus = load_corpus(CorpusOptions(data_dir=[str(data)]))
     assert corpus.labels == ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
     assert corpus.train["tags"] == corpus.validation["data"]["tags"] == [IOB2]
     message = refusal(load_corpus, [str(data)], "", [], None, None, None, 42, "bilou")

@@ -26,38 +26,26 @@ class WriteFailed(Exception):
         return WriteFailed, (str(self), self.reason)
 
 
-# torch.save reports a failed write as a RuntimeError of its zip writer, without the errno.
-TORCH_WRITER_FAILURES = ("PytorchStreamWriter", "inline_container.cc", "file write failed")
 FULL_BELOW_BYTES = 2**20  # free space under which a write that failed without an errno is put down to a full disk
 
 
 def write_failure(error: BaseException, place: Path) -> str | None:
-    """Why a write into `place` failed, in a few words, when `error` (or an error it was raised while handling:
-    libraries clean up and fail again) is a failed write, else None: an OSError, a safetensors or tokenizers I/O
-    error, or torch's zip writer error (whose errno is lost, so the free space decides)."""
-    seen = set()
+    """Why a write into `place` failed, in a few words, when it is a failed write, else None (a bug, which keeps its
+    traceback). Decided by facts: an OSError anywhere in the chain of errors (libraries clean up and fail again)
+    gives its own reason; a library error that lost the errno (torch's zip writer, safetensors and tokenizers,
+    written in C++ and Rust) counts as a full disk when the file system under `place` has no space left. Call it
+    before the partial files are removed: they are what filled the disk."""
+    seen, chain = set(), []
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        reason = own_write_failure(error, place)
-        if reason is not None:
-            return reason
+        chain.append(error)
         error = error.__cause__ or error.__context__
-    return None
-
-
-def own_write_failure(error: BaseException, place: Path) -> str | None:
-    if isinstance(error, WriteFailed):
-        return error.reason
-    if isinstance(error, OSError):
-        return error.strerror or str(error) or "I/O error"
-    text = str(error)
-    if "I/O error: " in text or "(os error " in text:  # safetensors and tokenizers (Rust): "I/O error: No space..."
-        return text.split("I/O error: ")[-1].split(" (os error")[0]
-    if any(marker in text for marker in TORCH_WRITER_FAILURES):
-        if free_bytes(place) < FULL_BELOW_BYTES:
-            return os.strerror(errno.ENOSPC)
-        return f"torch.save failed: {text.splitlines()[0]}"
-    return None
+    for link in chain:
+        if isinstance(link, WriteFailed):
+            return link.reason
+        if isinstance(link, OSError):
+            return link.strerror or os.strerror(link.errno or errno.EIO)
+    return os.strerror(errno.ENOSPC) if free_bytes(place) < FULL_BELOW_BYTES else None
 
 
 def free_bytes(place: Path) -> int:

@@ -32,6 +32,7 @@ from .evaluation.metrics import entity_metrics
 from .evaluation.scoring import collect_predictions
 from .modeling.loading import load_tokenizer, load_trained, sequence_limit
 from .modeling.unpadding import UNPADDED
+from .options.checks import check_values
 from .options.parsing import CommandParser
 from .reporting.console import cross_lingual_table, language_table, matrix_markdown, print_analysis, setup_logging
 from .reporting.html_report import load_training_metrics, write_html
@@ -83,10 +84,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if bool(args.data_dir) == bool(args.languages):
         raise UsageError("pass exactly one of --data-dir <dir> ... (local files) or --languages <lang> ... (PAN-X)")
-    for flag in ("max_eval_samples", "max_length", "per_device_batch_size", "worst", "top_tokens"):
-        value = getattr(args, flag)
-        if value is not None and value < (0 if flag in ("worst", "top_tokens") else 1):
-            raise UsageError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
+    check_values(vars(args))
     for flag in ("output", "html"):
         if getattr(args, flag) is not None:
             check_output_file(getattr(args, flag), f"--{flag}")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,10 +29,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.lines import numbered_lines
-from .errors import UsageError, WriteFailed, run_command, write_failure
+from .errors import UsageError, run_command
 from .inference.tagger import Tagger
+from .options.checks import check_values
 from .options.parsing import CommandParser
-from .rundir.files import check_output_file
+from .rundir.files import atomic_write, check_output_file
 
 
 def is_json_lines(path: Path) -> bool:
@@ -82,9 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UsageError("give texts as arguments or --input <file>, not both and not neither")
     if args.input and not Path(args.input).is_file():
         raise UsageError(f"--input {args.input}: file not found")
-    for flag in ("batch_size", "chunk_size", "max_length"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            raise UsageError(f"--{flag.replace('_', '-')} must be a positive integer, got {getattr(args, flag)}")
+    check_values(vars(args))
     if args.device is not None:
         check_device(args.device)
     if args.output is not None:
@@ -136,26 +134,14 @@ def run(args: argparse.Namespace) -> int:
 
 @contextmanager
 def output_stream(path: str | None) -> Iterator[TextIO]:
-    """Standard output, or a temporary file beside `path` that replaces it only when everything was written; a
-    failed write (a full disk) removes the temporary file and raises WriteFailed naming --output."""
+    """Standard output, or --output written through the run's atomic write: it replaces the file only when
+    everything was written, and a failed write (a full disk) is one line naming --output, no partial file left."""
     if path is None:
         yield sys.stdout
         return
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        with temporary.open("w", encoding="utf-8") as stream:
-            yield stream
-        os.replace(temporary, target)
-    except OSError as error:
-        # A write to the open stream carries no file name; an error naming another file (the input) is not ours.
-        if error.filename is not None and Path(error.filename) not in (temporary, target):
-            raise
-        reason = write_failure(error, target)
-        raise WriteFailed(f"cannot write --output {target} ({reason}); the partial file was removed", reason) from None
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_write(target, f"--output {target}") as staging, staging.open("w", encoding="utf-8") as stream:
+        yield stream
 
 
 def main(argv: list[str] | None = None) -> int:

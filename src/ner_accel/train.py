@@ -36,11 +36,11 @@ from .modeling.trained_rows import train_only_used_rows, with_full_embedding
 from .modeling.unpadding import UNPADDED
 from .options.train_config import TrainConfig, parse_config
 from .reporting.console import print_results, print_summary, setup_logging
-from .reporting.html_report import RUN_REPORT, write_html
+from .reporting.html_report import render_html
 from .reporting.hub_upload import check_push_target, push_to_hub
-from .reporting.model_card import model_card, write_model_card
+from .reporting.model_card import model_card
 from .reporting.tracking import closed_at_exit, evaluation_scalars, resolve_trackers, start_tracking
-from .rundir.artifacts import CONFIG_FILE, MODEL_DIR, check_run_dir, save_final
+from .rundir.artifacts import CONFIG_FILE, MODEL_DIR, RUN_REPORT, check_run_dir, save_final
 from .rundir.checkpoint import Checkpoints, load_trainer_state, resolve_resume, resume_hint
 from .rundir.files import check_output_dir, write_json
 from .rundir.run_lock import lock_run_dir, release_run_locks
@@ -280,10 +280,11 @@ def finish(run: Run, losses: LossMeter, console: Console) -> dict:
             resolved = resolved_config(run)
             write_json(config.run_dir / CONFIG_FILE, resolved)
             model = accelerator.unwrap_model(run.model)
-            save_final(config.run_dir, model, run.tokenizer, state.history, final, state_dict, run.phases.seconds)
-            write_model_card(model_dir, model_card(model_dir, resolved, final, repo_id=config.push_to_hub))
-            write_html(config.run_dir / RUN_REPORT, training={"evaluations": state.history, "final": final},
-                       title=config.run_dir.name)  # fmt: skip
+            save_final(
+                config.run_dir, model, run.tokenizer, state.history, final, state_dict, run.phases.seconds,
+                card=lambda files: model_card(model_dir, resolved, final, repo_id=config.push_to_hub, files=files),
+                html=render_html(training={"evaluations": state.history, "final": final}, title=config.run_dir.name),
+            )  # fmt: skip
     if accelerator.is_main_process:
         batch = config.per_device_train_batch_size * accelerator.num_processes * config.gradient_accumulation_steps
         places = {"model": model_dir, "checkpoints": run.checkpoints.root, "report": config.run_dir / RUN_REPORT}

@@ -8,7 +8,6 @@ import json
 import os
 import sys
 import typing
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -19,6 +18,7 @@ from transformers import HfArgumentParser
 from ..data.corpus import CorpusOptions
 from ..errors import UsageError
 from ..reporting.tracking import REPORT_TO_CHOICES, resolve_trackers
+from .checks import check_values
 from .parsing import DataclassParser
 
 
@@ -156,10 +156,7 @@ class TrainConfig:
     resume: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint directory to continue from."})
 
     def __post_init__(self) -> None:
-        for name, (holds, rule) in VALUE_RULES.items():
-            value = getattr(self, name)
-            if value is not None and not holds(value):
-                raise UsageError(f"--{name.replace('_', '-')} {rule}, got {value}")
+        check_values(vars(self))
         resolve_trackers(self.report_to)  # an unknown or uninstalled tracker fails before any work
         sources = self.data_dir if self.data_dir else self.languages
         if self.language_fractions is not None:
@@ -207,37 +204,6 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-
-def _positive(value: float) -> bool:
-    return value > 0
-
-
-def _not_negative(value: float) -> bool:
-    return value >= 0
-
-
-# What each numeric option must satisfy, and how the error says it; an unset option (None) is not checked.
-VALUE_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
-    "num_train_epochs": (_positive, "must be a positive integer"),
-    "per_device_train_batch_size": (_positive, "must be a positive integer"),
-    "per_device_eval_batch_size": (_positive, "must be a positive integer"),
-    "gradient_accumulation_steps": (_positive, "must be a positive integer"),
-    "logging_steps": (_positive, "must be a positive integer"),
-    "keep_checkpoints": (_positive, "must be a positive integer"),
-    "max_train_samples": (_positive, "must be a positive integer"),
-    "max_eval_samples": (_positive, "must be a positive integer"),
-    "eval_steps": (_positive, "must be a positive integer"),
-    "checkpoint_steps": (_positive, "must be a positive integer"),
-    "patience": (_positive, "must be a positive integer"),
-    "max_length": (lambda value: value >= 3, "must leave room for special tokens and a word (3 or more)"),
-    "learning_rate": (_positive, "must be positive"),
-    "warmup_steps": (_not_negative, "must not be negative"),
-    "warmup_ratio": (lambda value: 0 <= value < 1, "must be in [0, 1)"),
-    "weight_decay": (_not_negative, "must not be negative"),
-    "max_grad_norm": (_not_negative, "must not be negative"),
-    "dataloader_num_workers": (_not_negative, "must not be negative"),
-    "layer_lr_decay": (lambda value: 0 < value <= 1, "must be in (0, 1]"),
-}
 
 # The hyper-parameters each --recipe sets as defaults. The seed notebook's stay reproducible one flag away when
 # ner_accel's own defaults move on.

@@ -24,15 +24,12 @@ Every text from the data (tokens, tags, names, paths) is escaped: tokens come fr
 from __future__ import annotations
 
 import json
-import os
 from html import escape
 from pathlib import Path
 
 from ..inference.entities import extract_entities
+from ..rundir.files import write_text
 from .charts import COLOURS, figure, line_chart
-
-RUN_REPORT = "report.html"  # the page a training run writes into its run directory
-
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1180px;
@@ -78,15 +75,8 @@ def load_training_metrics(model_path: str | Path) -> dict | None:
 def write_html(
     path: Path, training: dict | None = None, evaluation: dict | None = None, title: str = "ner_accel report"
 ) -> None:
-    """render_html into `path` through a temporary file and an atomic replace: readers never see half a page."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        temporary.write_text(render_html(training, evaluation, title), encoding="utf-8")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    """render_html into `path` through the run's atomic write: readers never see half a page."""
+    write_text(Path(path), render_html(training, evaluation, title))
 
 
 def render_html(training: dict | None = None, evaluation: dict | None = None, title: str = "ner_accel report") -> str:

@@ -1,7 +1,7 @@
 """The model's Hub model card: README.md in the saved model directory, in the form the Hub reads.
 
 train.py writes it at the final save from the settings it writes to train_config.json and the final results:
-`write_model_card(model_dir, model_card(model_dir, settings, final, repo_id=config.push_to_hub))`;
+the card goes into the model directory before that is renamed into place (rundir.artifacts.save_final);
 `model_card_for_run(run_dir)` builds the same card afterwards from a finished run. The upload is hub.push_to_hub.
 """
 
@@ -15,6 +15,8 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
+
+from ..rundir.files import atomic_write
 
 # Licenses of well-known base models, as their Hub cards state them; any other Hub id gets no license claim.
 MIT_MODELS = ["xlm-roberta-base", "xlm-roberta-large", "FacebookAI/xlm-roberta-base", "FacebookAI/xlm-roberta-large"]
@@ -220,13 +222,15 @@ def model_card(
     repo_id: str | None = None,
     base_model: str | None = None,
     split: str = "validation",
+    files: Path | None = None,
 ) -> ModelCard:
     """The Hub model card of a saved model.
 
     settings: the resolved configuration as in train_config.json (TrainConfig fields plus num_processes,
     mixed_precision, labels); results: {evaluation set: metrics, ..., "mean_f1"?} as in metrics.json's "final";
     repo_id: the Hub repository the model goes to (the usage snippet loads it from there, else from model_dir);
-    base_model: the Hub id of the base model when settings["model"] is a local copy of it."""
+    base_model: the Hub id of the base model when settings["model"] is a local copy of it; files: where the model's
+    files are being written, when not yet in model_dir (the final save's staging directory)."""
     model = settings["model"]
     base_model = base_model or (model if is_hub_id(model) else None)
     sets = evaluation_sets(settings, [key for key in results if key != "mean_f1"])
@@ -271,7 +275,7 @@ a hand-written Hugging Face Accelerate training loop.{f" License: `{license_id}`
 
 ## Usage
 
-{usage_section(repo_id or str(model_dir), word_aware_tokenizer(model_dir), languages[0] if languages else None)}
+{usage_section(repo_id or str(model_dir), word_aware_tokenizer(files or model_dir), languages[0] if languages else None)}
 """
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
@@ -284,10 +288,6 @@ def model_card_for_run(run_dir: Path, **options) -> ModelCard:
 
 
 def write_model_card(model_dir: Path, card: ModelCard) -> None:
-    """README.md through a temporary file and an atomic replace: the Hub and readers never see half a card."""
-    temporary = model_dir / ".README.md.tmp"
-    try:
-        card.save(temporary)
-        os.replace(temporary, model_dir / "README.md")
-    finally:
-        temporary.unlink(missing_ok=True)
+    """README.md through the run's atomic write: the Hub and readers never see half a card; a full disk is one line."""
+    with atomic_write(model_dir / "README.md", f"the model card {model_dir / 'README.md'}") as staging:
+        card.save(staging)

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import UsageError, WriteFailed, write_failure
+from huggingface_hub import ModelCard
+
+from ..errors import UsageError
 from ..reporting.console import report_text
-from .files import atomic_directory, write_json, write_text
+from .files import atomic_write, write_json, write_text
 
 MODEL_DIR = "model"
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "train_config.json"
 REPORT_FILE = "report.txt"
+RUN_REPORT = "report.html"  # the page a training run writes into its run directory
 # What a kill leaves in the run directory: the model's staging or retired copy, a temporary file, checkpoints
 # that --overwrite was deleting.
-LEFTOVERS = (f".{MODEL_DIR}.tmp-*", f".{MODEL_DIR}.old-*", ".*.tmp", ".*.deleting")
+LEFTOVERS = (".*.tmp-*", f".{MODEL_DIR}.old-*", ".*.tmp", ".*.deleting")
 
 
 def is_finished(run_dir: Path) -> bool:
@@ -65,26 +69,26 @@ def save_final(
     results: dict[str, dict],
     state_dict: dict | None = None,
     seconds: dict[str, float] | None = None,
+    card: Callable[[Path], ModelCard] | None = None,
+    html: str | None = None,
 ) -> None:
-    """The model in plain transformers form, its tokenizer, every evaluation and the final per-entity report.
+    """The model in plain transformers form with its tokenizer and card, every evaluation, the final per-entity
+    report and the HTML page.
 
     metrics.json goes first and comes back last, so that the directory counts as finished (is_finished) only
     once everything is complete, and an earlier run's metrics never vouch for a model that is half replaced.
     state_dict: the weights to save (the full ones when the model's own are sharded, with the full embedding matrix);
-    seconds: the run's wall time per phase, kept in metrics.json."""
+    seconds: the run's wall time per phase, kept in metrics.json; card: the model card of the model's files in the
+    directory given (README.md, written with them); html: the run's report.html."""
     (run_dir / METRICS_FILE).unlink(missing_ok=True)
     remove_leftovers(run_dir)
     target = run_dir / MODEL_DIR
-    try:
-        with atomic_directory(target) as staging:
-            model.save_pretrained(staging, safe_serialization=True, state_dict=state_dict)
-            tokenizer.save_pretrained(staging)
-    except Exception as error:
-        reason = write_failure(error, target)
-        if reason is None:
-            raise
-        raise WriteFailed(
-            f"cannot write the final model to {target} ({reason}); its partial files were removed", reason
-        ) from None
+    with atomic_write(target, f"the final model to {target}", directory=True) as staging:
+        model.save_pretrained(staging, safe_serialization=True, state_dict=state_dict)
+        tokenizer.save_pretrained(staging)
+        if card is not None:
+            card(staging).save(staging / "README.md")
     write_text(run_dir / REPORT_FILE, report_text(results))
+    if html is not None:
+        write_text(run_dir / RUN_REPORT, html)
     write_json(run_dir / METRICS_FILE, {"evaluations": history, "final": results, "seconds": seconds or {}})

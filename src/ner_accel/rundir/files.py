@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,23 +14,40 @@ from ..errors import UsageError, WriteFailed, write_failure
 
 
 @contextmanager
-def atomic_directory(target: Path):
-    """Yield a temporary directory beside `target`; on success it replaces `target` in one rename."""
+def atomic_write(target: Path, subject: str | None = None, directory: bool = False) -> Iterator[Path]:
+    """Yield a staging path beside `target` (a file, or with `directory` a directory) to write; once the block has
+    written it, it replaces `target` in one rename, with the user's umask. Every file a run writes goes through
+    here, with one failure behaviour: a failed write (errors.write_failure, decided before the partial files go)
+    raises WriteFailed with one line naming `subject` (default: the path) and why; the staging is removed whatever
+    happened, and an earlier `target` stays whole."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    if directory:  # private until complete (mkdtemp's 0700); the umask's modes once it is
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    else:  # the run lock (or predict's single writer) keeps this name to one writer
+        staging = target.with_name(f".{target.name}.tmp")
     try:
         yield staging
-        honour_umask(staging)
-        if target.exists():
-            retired = target.with_name(f".{target.name}.old-{os.getpid()}")
-            target.rename(retired)
-            staging.rename(target)
-            shutil.rmtree(retired)
-        else:
-            staging.rename(target)
+        if directory:
+            honour_umask(staging)
+            if target.exists():
+                retired = target.with_name(f".{target.name}.old-{os.getpid()}")
+                target.rename(retired)
+                staging.rename(target)
+                shutil.rmtree(retired)
+                return
+        os.replace(staging, target)
+    except Exception as error:
+        reason = write_failure(error, target)
+        other_file = isinstance(error, OSError) and error.filename is not None  # e.g. the input being read
+        if reason is None or (other_file and not Path(error.filename).absolute().is_relative_to(staging.absolute())):
+            raise
+        removed = "its partial files were removed" if directory else "the partial file was removed"
+        raise WriteFailed(f"cannot write {subject or target} ({reason}); {removed}", reason) from None
     finally:
-        if staging.exists():
+        if staging.is_dir():
             shutil.rmtree(staging, ignore_errors=True)
+        else:
+            staging.unlink(missing_ok=True)
 
 
 def honour_umask(directory: Path) -> None:
@@ -42,20 +60,10 @@ def honour_umask(directory: Path) -> None:
         os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and an atomic replace: readers never see half a file, and a failed write
-    (a full disk) leaves the old file, no temporary, and a WriteFailed naming the file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(temporary, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except OSError as error:
-        reason = write_failure(error, path)
-        raise WriteFailed(f"cannot write {path} ({reason})", reason) from None
-    finally:
-        temporary.unlink(missing_ok=True)
+def write_text(path: Path, text: str, subject: str | None = None) -> None:
+    """Write a text file through atomic_write: readers never see half a file, a failed write leaves the old one."""
+    with atomic_write(path, subject) as staging, open(staging, "w", encoding="utf-8") as stream:
+        stream.write(text)
 
 
 def write_json(path: Path, data) -> None:
