@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ner_accel.rundir.files import atomic_directory
+from ner_accel.rundir.files import atomic_write
 from tests.conftest import run_training
 
 
@@ -179,7 +179,7 @@ def test_atomic_directory_keeps_the_old_content_when_writing_fails(tmp_path):
     target = tmp_path / "model"
     target.mkdir()
     (target / "weights").write_text("old")
-    with pytest.raises(RuntimeError), atomic_directory(target) as staging:
+    with pytest.raises(RuntimeError), atomic_write(target, directory=True) as staging:
         (staging / "weights").write_text("half")
         raise RuntimeError("crash while saving")
     assert (target / "weights").read_text() == "old"
