@@ -738,7 +738,7 @@ def test_a_kill_during_the_final_save_never_leaves_a_finished_looking_directory(
     assert run_training(args) == 2
     assert last_line(capsys.readouterr().err) == (
         f"error: {run}: holds checkpoints of an unfinished run (its final save was interrupted); pass --resume "
-        "latest to continue it or --overwrite"
+        "latest to continue it from step-0000006, or --overwrite to start again"
     )
     assert run_training([*args, "--resume", "latest"]) == 0
     assert is_finished(run) and leftovers(run) == [] and evaluated_steps(run) == [3, 6]

@@ -73,6 +73,7 @@ def straight(tiny_model, tmp_path_factory):
     return data, out
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("step", [2, 4, 6])  # mid-epoch (epochs 1 and 2) and an epoch's last step
 def test_resume_from_step_n_equals_the_straight_run(step, straight, tiny_model, tmp_path):
     data, out = straight

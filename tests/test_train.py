@@ -36,7 +36,12 @@ def test_run_writes_exactly_these_files(tiny_model, conll_dir, tmp_path):
     run = tmp_path / "run"
     written = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
     assert written == [
-        "checkpoints/latest",  # the one checkpoint resume needs (no best without --load-best)
+        "checkpoints/latest",  # the two newest checkpoints (--keep-checkpoints 2: one to fall back on; no best)
+        "checkpoints/step-0000003/model.safetensors",
+        "checkpoints/step-0000003/optimizer.bin",
+        "checkpoints/step-0000003/random_states_0.pkl",
+        "checkpoints/step-0000003/scheduler.bin",
+        "checkpoints/step-0000003/trainer_state.json",
         "checkpoints/step-0000006/model.safetensors",
         "checkpoints/step-0000006/optimizer.bin",
         "checkpoints/step-0000006/random_states_0.pkl",
@@ -157,7 +162,10 @@ def test_load_best_saves_the_best_evaluated_weights(tiny_model, conll_dir, tmp_p
     assert metrics["final"] == best["validation"]
     saved = load_file(run / "model" / "model.safetensors")
     # A checkpoint keeps the trained embedding rows apart; the saved model has them back in the full matrix.
-    at_best = with_full_embedding(load_file(run / "checkpoints" / f"step-{best['step']:07d}" / "model.safetensors"))
+    # (its fixed full matrix is --model's, left out of the checkpoint).
+    at_best = load_file(run / "checkpoints" / f"step-{best['step']:07d}" / "model.safetensors")
+    embedding = "bert.embeddings.word_embeddings.weight"
+    at_best = with_full_embedding({**at_best, embedding: load_file(tiny_model / "model.safetensors")[embedding]})
     assert saved.keys() == at_best.keys() and all(torch.equal(saved[k], at_best[k]) for k in saved)
 
 

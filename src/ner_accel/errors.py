@@ -44,7 +44,7 @@ def write_failure(error: BaseException, place: Path) -> str | None:
         if isinstance(link, WriteFailed):
             return link.reason
         if isinstance(link, OSError):
-            return link.strerror or os.strerror(link.errno or errno.EIO)
+            return link.strerror or str(link) or os.strerror(link.errno or errno.EIO)  # an OSError raised bare
     return os.strerror(errno.ENOSPC) if free_bytes(place) < FULL_BELOW_BYTES else None
 
 

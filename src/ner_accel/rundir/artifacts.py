@@ -10,7 +10,9 @@ from huggingface_hub import ModelCard
 
 from ..errors import UsageError
 from ..reporting.console import report_text
+from .checkpoint import Checkpoints, has_checkpoints
 from .files import atomic_write, write_json, write_text
+from .integrity import verify
 
 MODEL_DIR = "model"
 METRICS_FILE = "metrics.json"
@@ -35,19 +37,33 @@ def is_finished(run_dir: Path) -> bool:
 
 
 def check_run_dir(run_dir: Path, overwrite: bool, resuming: bool) -> None:
-    """Refuse to mix a new run into a directory that holds another run's finished results or checkpoints."""
+    """Refuse to mix a new run into a directory that holds another run's finished results or checkpoints, naming
+    the command that works next: --resume latest only where a checkpoint verifies (find_checkpoint would refuse
+    it otherwise)."""
     if is_finished(run_dir) and not overwrite:
+        if resuming:
+            raise UsageError(
+                f"{run_dir}: already holds a finished run, so there is nothing to resume; train it again with the "
+                "same command without --resume, plus --overwrite (or pass another --run-name)"
+            )
         raise UsageError(
             f"{run_dir}: already holds a finished run; pass --overwrite to replace it or --run-name for a new one"
         )
-    checkpoints = run_dir / "checkpoints"
     # Complete checkpoints only: what a killed or failed save left (.step-*.tmp) is no run to continue.
-    if not resuming and not overwrite and checkpoints.is_dir() and any(checkpoints.glob("step-*")):
+    if not resuming and not overwrite and has_checkpoints(run_dir):
         interrupted = (run_dir / MODEL_DIR).exists() or any(run_dir.glob(f".{MODEL_DIR}.*"))
+        unfinished = f"{run_dir}: holds checkpoints of an unfinished run" + (
+            " (its final save was interrupted)" if interrupted else ""
+        )
+        checkpoints = Checkpoints(run_dir, keep=1)
+        good = checkpoints.newest_good()
+        if good is not None:
+            raise UsageError(f"{unfinished}; pass --resume latest to continue it from {good.name}, or --overwrite "
+                             "to start again")  # fmt: skip
+        newest = checkpoints.newest_first()[0]
         raise UsageError(
-            f"{run_dir}: holds checkpoints of an unfinished run"
-            + (" (its final save was interrupted)" if interrupted else "")
-            + "; pass --resume latest to continue it or --overwrite"
+            f"{unfinished}, and none of them verifies (the newest, {newest.name}: {verify(newest)}); pass --overwrite "
+            "to start again"
         )
 
 

@@ -12,17 +12,21 @@ from pathlib import Path
 
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
+from safetensors import safe_open
+from torch import nn
 from torch.utils.serialization import config as serialization
 
 from ..errors import UsageError, WriteFailed, write_failure
 from ..training.trainer_state import TrainerState
 from .files import honour_umask, write_json
-from .integrity import CHECKSUMS, STATE_FILE, file_checksums, verify
+from .integrity import CHECKSUMS, STATE_FILE, file_checksums, tensor_digest, verify
 
 logger = logging.getLogger(__name__)
 
 LATEST = "latest"
 BEST = "best"
+FROZEN = "frozen"  # in STATE_FILE: the sha256 of each frozen parameter the checkpoint leaves out
+WEIGHTS = "model.safetensors"  # accelerate's name for the model's state in a checkpoint (without FSDP)
 
 
 class Checkpoints:
@@ -30,12 +34,18 @@ class Checkpoints:
 
     Only the main process changes it, under the run directory's lock (run_lock.py). A checkpoint is complete once
     its trainer_state.json, written last with the checksums of every other file, is there; nothing complete is
-    ever deleted before its replacement is in place."""
+    ever deleted before its replacement is in place, and the newest `keep` that verify stay.
 
-    def __init__(self, run_dir: Path, keep: int, keep_best: bool = True) -> None:
+    With `leave_out_frozen`, a checkpoint holds what the run changed and nothing it can load again: the frozen
+    parameters (the word-embedding matrix beside its trained rows, modeling/trained_rows.py) are the model's as
+    --model loads them, so the checkpoint keeps their sha256s instead of their values, and `load` checks them."""
+
+    def __init__(self, run_dir: Path, keep: int, keep_best: bool = True, leave_out_frozen: bool = False) -> None:
         self.root = run_dir / "checkpoints"
         self.keep = keep
         self.keep_best = keep_best  # --load-best needs the best checkpoint at the end; nothing else does
+        self.leave_out_frozen = leave_out_frozen
+        self.frozen: dict[str, str] = {}  # name -> sha256 of each frozen parameter left out (they never change)
         self.saved: tuple[int, dict] | None = None  # the step and trainer state this object saved last
 
     def clear(self, accelerator: Accelerator) -> None:
@@ -86,7 +96,7 @@ class Checkpoints:
         if accelerator.is_main_process:
             self.recover()  # leftovers of a killed save (a staging directory of this name among them)
         accelerator.wait_for_everyone()
-        error = attempt(lambda: save_state(accelerator, staging))
+        error = attempt(lambda: self._save_state(accelerator, staging))
         failure = agree(accelerator, describe(error, staging))  # also the barrier: rank 1 may still be writing
         if failure is None and accelerator.is_main_process:
             error = attempt(lambda: self._publish(staging, target, record))
@@ -105,10 +115,68 @@ class Checkpoints:
         self.saved = (state.step, record)
         return target
 
+    def _save_state(self, accelerator: Accelerator, directory: Path) -> None:
+        """save_state, leaving the frozen parameters out where this object does (accelerate's documented pre-save
+        hook, for this one call: it hands over the state dicts about to be written; under FSDP there are none,
+        and FSDP's own files keep everything). The main process notes their sha256s for trainer_state.json."""
+        if not self.leave_out_frozen:
+            return save_state(accelerator, directory)
+
+        def without_frozen(models: list[nn.Module], weights: list[dict], output_dir: str) -> None:
+            for model, state in zip(models, weights):
+                for name, parameter in frozen_parameters(model).items():
+                    del state[name]
+                    if accelerator.is_main_process and name not in self.frozen:
+                        self.frozen[name] = tensor_digest(parameter)
+
+        handle = accelerator.register_save_state_pre_hook(without_frozen)
+        try:
+            save_state(accelerator, directory)
+        finally:
+            handle.remove()
+
+    def load(self, accelerator: Accelerator, checkpoint: Path) -> None:
+        """accelerator.load_state of a checkpoint (the model, optimizer, scheduler and random states). The frozen
+        parameters it left out stay as --model loaded them, once their sha256s show they are the ones the run was
+        trained with; a UsageError on every process otherwise."""
+        left_out = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8")).get(FROZEN) or {}
+
+        def check_left_out(models: list[nn.Module], input_dir: str) -> None:
+            with safe_open(Path(input_dir) / WEIGHTS, "pt") as stored:
+                names = set(stored.keys())
+            for model in models:
+                frozen = {name: p for name, p in frozen_parameters(model).items() if name in left_out}
+                missing = sorted(set(model.state_dict()) - names - set(frozen))
+                if missing:
+                    raise UsageError(
+                        f"--resume {checkpoint}: {WEIGHTS} has no {missing[0]}: not a checkpoint of this model; "
+                        "resume with the --model it was trained from, or start a new run: the same command "
+                        "without --resume, plus --overwrite"
+                    )
+                for name, parameter in frozen.items():
+                    if tensor_digest(parameter) != left_out[name]:
+                        raise UsageError(
+                            f"--resume {checkpoint}: {name} of this --model is not the one the run was trained with "
+                            "(the checkpoint keeps the sha256 of this frozen parameter, not its values); resume with "
+                            "the model files the run started from, or start a new run: the same command without "
+                            "--resume, plus --overwrite"
+                        )
+
+        if not left_out:  # a checkpoint with every parameter (FSDP, leave_out_frozen off, an older version)
+            accelerator.load_state(str(checkpoint))
+            return
+        handle = accelerator.register_load_state_pre_hook(check_left_out)
+        try:
+            accelerator.load_state(str(checkpoint), strict=False)  # strict but for the frozen: check_left_out
+        finally:
+            handle.remove()
+        self.frozen.update(left_out)  # checked: the next saves need not hash them again
+
     def _publish(self, staging: Path, target: Path, record: dict) -> None:
         """Complete the staging directory and swap it in. Everything that needs disk space comes first, so a
         full disk stops the save before anything has moved; then only renames, and deletions last."""
-        write_json(staging / STATE_FILE, {**record, CHECKSUMS: file_checksums(staging)})
+        left_out = {FROZEN: dict(self.frozen)} if self.leave_out_frozen and self.frozen else {}
+        write_json(staging / STATE_FILE, {**record, **left_out, CHECKSUMS: file_checksums(staging)})
         honour_umask(staging)
         pointers = [LATEST, BEST] if self.keep_best and record["best_step"] == record["step"] else [LATEST]
         prepared = {pointer: self._prepare_pointer(pointer, target.name) for pointer in pointers}
@@ -122,7 +190,7 @@ class Checkpoints:
         if retired is not None:
             shutil.rmtree(retired)
         best = self.path(record["best_step"]).name if self.keep_best and record["best_step"] is not None else None
-        self._rotate(best)
+        self._rotate(target, best)
 
     def _prepare_pointer(self, pointer: str, name: str) -> Path:
         temporary = self.root / f".{pointer}.tmp"
@@ -130,12 +198,22 @@ class Checkpoints:
             stream.write(name + "\n")
         return temporary
 
-    def _rotate(self, best: str | None) -> None:
-        """Keep the newest `keep` checkpoints, and the best one where it is kept."""
-        steps = sorted(p for p in self.root.glob("step-*") if p.is_dir())
-        for old in steps[: -self.keep]:
-            if old.name != best:
-                discard(old)
+    def _rotate(self, newest: Path, best: str | None) -> None:
+        """Keep the newest `keep` checkpoints that verify, `newest` (just written, its checksums just taken from its
+        files) among them, and the best one where it is kept. A damaged checkpoint does not count, so the good
+        one before it stays: a newest checkpoint damaged after it was written leaves an older one to resume from.
+        What is newer than `newest` goes too: a resume from an older checkpoint left it behind, on a timeline
+        that is no longer the run's (newest_first ignores it already)."""
+        good = 0
+        for path in sorted((p for p in self.root.glob("step-*") if p.is_dir()), reverse=True):
+            if path.name > newest.name or (good >= self.keep and path.name != best):
+                discard(path)
+            elif good < self.keep:
+                problem = None if path == newest else verify(path)
+                if problem is None:
+                    good += 1
+                else:
+                    logger.warning(f"checkpoint {path.name} is damaged ({problem}); the one before it is kept too")
 
     def recover(self) -> None:
         """Tidy what a killed or failed save left, so its disk space comes back: staging directories, pointer
@@ -164,6 +242,11 @@ def discard(path: Path) -> None:
         shutil.rmtree(doomed)
     path.rename(doomed)
     shutil.rmtree(doomed)
+
+
+def frozen_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The parameters no optimizer step changes, by their state-dict names (each name of a shared one)."""
+    return {name: p for name, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
 
 
 def save_state(accelerator: Accelerator, directory: Path) -> None:
@@ -220,31 +303,54 @@ def resolve_resume(resume: str, run_dir: Path, accelerator: Accelerator | None =
 
 
 def find_checkpoint(resume: str, run_dir: Path) -> Path:
-    """resolve_resume's answer, on one process: the checkpoint, or a UsageError naming the damaged file."""
+    """resolve_resume's answer, on one process: the checkpoint, or a UsageError naming the damaged file and the
+    one command that works next (never one that is refused in turn)."""
     checkpoints = Checkpoints(run_dir, keep=1)
     checkpoints.recover()  # a replacement killed midway: the checkpoint it had moved aside comes back
     if resume == LATEST:
+        problems = []
         for candidate in checkpoints.newest_first():
             problem = verify(candidate)
             if problem is None:
                 return candidate
             logger.warning(f"--resume latest: skipping {candidate.name}: {problem}")
+            problems.append(f"{candidate.name}: {problem}")
+        if not problems:
+            raise UsageError(f"--resume latest: {run_dir} holds no checkpoint, so there is nothing to resume; "
+                             f"{start_again(run_dir)}")  # fmt: skip
         raise UsageError(
-            f"--resume latest: {checkpoints.root} holds no complete checkpoint that verifies; start without --resume"
+            f"--resume latest: no checkpoint in {checkpoints.root} verifies (the newest, {problems[0]}), so nothing "
+            f"can be resumed; {start_again(run_dir)}"
         )
     path = Path(resume)
     if not (path / STATE_FILE).is_file():
-        raise UsageError(
-            f"--resume {resume}: not a ner_accel checkpoint (no {STATE_FILE}); "
-            "pass a checkpoints/step-* directory or 'latest'"
-        )
+        good = checkpoints.newest_good()
+        advice = f"pass --resume latest to continue from {good}" if good else start_again(run_dir)
+        raise UsageError(f"--resume {resume}: not a ner_accel checkpoint (no {STATE_FILE}); {advice}")
     problem = verify(path)
     if problem is not None:
         beside = Checkpoints(path.parent.parent, keep=1)  # the checkpoints/ this one sits in
         good = beside.newest_good(excluding=path) or checkpoints.newest_good(excluding=path)
-        advice = f"the newest good checkpoint is {good} (pass --resume {good})" if good else "no other verifies"
-        raise UsageError(f"--resume {resume}: {problem}; {advice}")
+        if good is not None:
+            raise UsageError(
+                f"--resume {resume}: {problem}; the newest good checkpoint is {good} (pass --resume {good})"
+            )
+        raise UsageError(f"--resume {resume}: {problem}; no other checkpoint verifies; {start_again(run_dir)}")
     return path
+
+
+def has_checkpoints(run_dir: Path) -> bool:
+    """Whether the run directory holds checkpoints, complete or damaged (what a killed save left does not count)."""
+    root = run_dir / "checkpoints"
+    return root.is_dir() and any(p.is_dir() for p in root.glob("step-*"))
+
+
+def start_again(run_dir: Path) -> str:
+    """The command that starts the run from the beginning: without --resume, plus --overwrite where the run
+    directory's checkpoints would refuse a new run (artifacts.check_run_dir)."""
+    if has_checkpoints(run_dir):
+        return "start it again with the same command without --resume, plus --overwrite"
+    return "start it with the same command without --resume"
 
 
 def resume_hint(run_dir: Path) -> str:
@@ -265,13 +371,15 @@ def load_trainer_state(checkpoint: Path, labels: list[str], settings: dict) -> T
     if state.labels != labels:
         raise UsageError(
             f"--resume {checkpoint}: trained with labels {state.labels}, but this data has {labels}; "
-            "resume with the same data or start a new run"
+            "resume with the same data, or start a new run: the same command without --resume, plus --overwrite (or "
+            "another --run-name)"
         )
     for name, was in state.settings.items():  # empty in checkpoints of versions before this check
         if settings.get(name) != was:
             raise UsageError(
                 f"--resume {checkpoint}: trained with {name}={was}, this command has {settings.get(name)}; "
-                "resume with the same settings (they fix the batches and the schedule) or start a new run"
+                "resume with the same settings (they fix the batches and the schedule), or start a new run: the same "
+                "command without --resume, plus --overwrite (or another --run-name)"
             )
     state.settings = settings
     return state
