@@ -227,7 +227,7 @@ def test_load_corpus_reads_each_file_in_its_scheme_and_passes_a_named_one(tmp_pa
     corpus = load_corpus(CorpusOptions(data_dir=[str(data)]))
     assert corpus.labels == ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
     assert corpus.train["tags"] == corpus.validation["data"]["tags"] == [IOB2]
-    message = refusal(load_corpus, [str(data)], "", [], None, None, None, 42, "bilou")
+    message = refusal(load_corpus, CorpusOptions(data_dir=[str(data)], tag_scheme="bilou"))
     assert message.startswith(f"{data / 'train.conll'}:2: tag 'E-PER' is not BILOU")
 
 

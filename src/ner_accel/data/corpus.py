@@ -11,7 +11,7 @@ from datasets import Dataset, concatenate_datasets
 
 from ..errors import UsageError
 from .panx_hub import load_hub_panx
-from .readers import find_split_file, load_local_dir
+from .readers import ReadOptions, find_split_file, load_local_dir
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +91,9 @@ def source_names(data_dirs: list[str]) -> dict[str, Path]:
 
 
 @dataclass(frozen=True)
-class CorpusOptions:
-    """Where a training run's corpus comes from and how much of it is used (TrainConfig.corpus_options())."""
+class CorpusOptions(ReadOptions):
+    """Where a training run's corpus comes from and how much of it is used (TrainConfig.corpus_options()); how its
+    local files are read: the ReadOptions fields (the Hub's PAN-X is IOB2 words already)."""
 
     data_dir: list[str] | None = None  # local directories; None: PAN-X from `dataset`
     dataset: str = "google/xtreme"
@@ -101,19 +102,19 @@ class CorpusOptions:
     max_eval_samples: int | None = None
     language_fractions: list[float] | None = None  # one per source: a seeded sample of its training set
     seed: int = 42
-    tag_scheme: str = "auto"  # of local files; the Hub's PAN-X is IOB2 already
 
 
 def load_corpus(options: CorpusOptions) -> Corpus:
     """Read every source, derive the label set from training data, and check evaluation tags against it."""
-    data_dirs, languages, tag_scheme, seed = options.data_dir, options.languages, options.tag_scheme, options.seed
+    data_dirs, languages, seed = options.data_dir, options.languages, options.seed
     max_train_samples, max_eval_samples, fractions = (
         options.max_train_samples, options.max_eval_samples, options.language_fractions
     )  # fmt: skip
     origins = {}  # source name -> where its files are, for messages
     if data_dirs:
         origins = source_names(data_dirs)
-        sources = {name: load_local_dir(directory, tag_scheme) for name, directory in origins.items()}
+        read = ReadOptions.of(options)
+        sources = {name: load_local_dir(directory, read) for name, directory in origins.items()}
         hub_labels = None
     else:
         sources, hub_labels = {}, None
