@@ -15,7 +15,7 @@ from transformers import (
 from ..errors import UsageError
 from ..hub import hub_reachable, is_local
 from .heads import HEADS
-from .unpadding import UNPADDED, register_unpadded_attention
+from .unpadding import UNPADDED, VARLEN, Packer, register_unpadded_attention, use_packed_kernel
 
 
 def pretrained_kwargs(name: str, trust_remote_code: bool) -> dict:
@@ -84,12 +84,21 @@ def resolve_attention(choice: str, device_type: str) -> str:
     """--attention auto: transformers' padded sdpa on CUDA, the unpadded forward elsewhere.
 
     Measured on an H200 at batch 24 (BENCHMARKS.md, "GPU"): the unpadded forward's host sync per batch (the
-    packed lengths) leaves the GPU waiting, 0.60-0.97x the seed recipe against 1.42-1.68x padded. On CPU every
-    skipped padding token is saved work, and there is no device queue to stall.
+    packed lengths) left the GPU waiting, 0.60-0.97x the seed recipe against 1.42-1.68x padded. The collator now
+    packs on the host (no sync), and VARLEN attends the packed row with torch's varlen_attn on CUDA; neither is
+    measured on a GPU yet, so auto stays sdpa there. On CPU every skipped padding token is saved work.
     """
     if choice != "auto":
         return choice
     return "sdpa" if device_type == "cuda" else UNPADDED
+
+
+def batch_packing(attention: str, compile_choice: str = "off") -> Packer | None:
+    """What the collator adds for a model of this --attention: its packing (token-count buckets under --compile,
+    whose layers then see a few shapes), or None for a padded model."""
+    if attention not in (UNPADDED, VARLEN):
+        return None
+    return Packer(token_buckets=compile_choice != "off")
 
 
 def load_model(
@@ -102,17 +111,22 @@ def load_model(
 ):
     """Pretrained body (or random weights, from_config=True) with a freshly initialised classifier.
 
-    attention: a transformers attention implementation; the default UNPADDED runs on real tokens only.
+    attention: a transformers attention implementation; the default UNPADDED runs on real tokens only, and VARLEN
+    is that model with its packed row attended by torch's varlen_attn where it runs (unpadding.py).
     """
     register_unpadded_attention()
     config = model_config(name, labels, trust_remote_code, **overrides)
     head = HEADS[config.model_type]
+    implementation = UNPADDED if attention == VARLEN else attention
     if from_config:
-        return head._from_config(config, attn_implementation=attention)
-    # transformers prefers safetensors and opens any pickle fallback with torch.load(weights_only=True).
-    return head.from_pretrained(
-        name, config=config, attn_implementation=attention, **pretrained_kwargs(name, trust_remote_code)
-    )
+        model = head._from_config(config, attn_implementation=implementation)
+    else:  # transformers prefers safetensors and opens any pickle fallback with torch.load(weights_only=True).
+        model = head.from_pretrained(
+            name, config=config, attn_implementation=implementation, **pretrained_kwargs(name, trust_remote_code)
+        )
+    if attention == VARLEN:
+        use_packed_kernel(model, VARLEN)
+    return model
 
 
 def load_trained(directory: str, trust_remote_code: bool = False):

@@ -13,10 +13,20 @@ device value back (no `.tolist()`, no `nonzero`) and the same batch can feed a v
 (`cu_seqlens`, `max_seqlen`). `register_unpadded_attention()` registers the attention function with transformers
 under `UNPADDED` (model loading calls it); a model loaded with `attn_implementation=UNPADDED` runs packed when its
 forward gets `packing=`, and padded, like "sdpa", otherwise.
+
+The packed row has two kernels for its attention: the length buckets above (every device, attention dropout
+included), and torch's `varlen_attn` (FlashAttention-2 in the CUDA wheel: no padding at all, the collator's
+`cu_seqlens` and `max_seqlen` as they are), which a model takes with `use_packed_kernel(model, VARLEN)` where it
+runs: CUDA, bf16 or fp16, and no attention dropout (varlen_attn has none), so a training forward of XLM-R (attention
+dropout 0.1) still attends by buckets and its evaluation by varlen. `Packer(token_buckets=True)` tops the packed row
+up to one of a few sizes with filler tokens, so a compiled or CUDA-graphed layer sees a handful of shapes.
 """
 
 from __future__ import annotations
 
+import inspect
+import itertools
+import math
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -25,7 +35,21 @@ from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
+try:  # torch 2.10+: FlashAttention-2's varlen kernels, CUDA only
+    from torch.nn.attention.varlen import varlen_attn
+except ImportError:
+    varlen_attn = None
+# Its first releases took no `scale` (always 1 / sqrt(head size), which BERT's and XLM-R's attention use).
+VARLEN_SCALE = varlen_attn is not None and "scale" in inspect.signature(varlen_attn).parameters
+
 UNPADDED = "ner_accel_unpadded"
+VARLEN = "ner_accel_varlen"  # --attention: UNPADDED's packed row, attended by varlen_attn where it runs
+BUCKETS = "buckets"  # the packed attention's own kernel: sdpa per length bucket
+# Device type -> the dtypes varlen_attn's kernels take (FlashAttention-2: half precision only).
+VARLEN_KERNELS = {"cuda": (torch.float16, torch.bfloat16)}
+# Token-count buckets: 4 sizes per octave from 64 tokens (64, 80, 96, 112, 128, 160, ...), so at most a fifth of a
+# packed row is filler; filler tokens form sequences of at most FILLER_SEQUENCE tokens (attention cost stays small).
+FIRST_TOKEN_BUCKET, FILLER_SEQUENCE = 64, 64
 
 
 class ScatterRows(torch.autograd.Function):
@@ -92,30 +116,40 @@ class Bucket(OnDevice):
 
 @dataclass(frozen=True)
 class Packing(OnDevice):
-    """Where the real tokens of a padded (batch, width) layout sit: the packed row holds them in order."""
+    """Where the real tokens of a padded (batch, width) layout sit: the packed row holds them in order, then any
+    filler tokens (token-count buckets: copies of one pad position, labels ignored, their own sequences)."""
 
     shape: tuple[int, int]  # (batch, width) of the padded layout
-    positions: torch.Tensor  # (real tokens,): flat position (row * width + column) of each real token
-    buckets: tuple[Bucket, ...]  # the batch's sentences by length class, for attention
+    positions: torch.Tensor  # (tokens,): flat position (row * width + column) of each token of the packed row
+    buckets: tuple[Bucket, ...]  # the row's sequences by length class, for attention
     bucket_tokens: torch.Tensor  # the buckets' tokens one after another: where attention outputs go back
-    cu_seqlens: torch.Tensor  # (batch + 1,) int32: where each sentence starts in the packed row, for varlen kernels
-    max_seqlen: int  # the longest sentence
+    cu_seqlens: torch.Tensor  # (sequences + 1,) int32: where each sequence starts in the packed row, for varlen
+    max_seqlen: int  # the longest sequence (rounded up to a power of two with token buckets: fewer distinct values)
+    real_tokens: int  # the first real_tokens of the packed row are the batch's; the rest are filler
 
     @classmethod
-    def of_lengths(cls, lengths: list[int], width: int) -> Packing:
-        """The packing of sentences of `lengths` real tokens each, left-aligned in rows of `width` (on the host)."""
-        buckets = length_buckets(lengths)
+    def of_lengths(cls, lengths: list[int], width: int, token_buckets: bool = False) -> Packing:
+        """The packing of sentences of `lengths` real tokens each, left-aligned in rows of `width` (on the host).
+        token_buckets: fill the row up to token_bucket(real tokens); the layout must have a pad position."""
         positions = [row * width + column for row, length in enumerate(lengths) for column in range(length)]
-        offsets = [0]
-        for length in lengths:
-            offsets.append(offsets[-1] + length)
+        real, sequences, longest = len(positions), list(lengths), max(lengths)
+        if token_buckets:
+            size = token_bucket(real)
+            pad = next((row * width + length for row, length in enumerate(lengths) if length < width), None)
+            if pad is None:
+                raise ValueError(f"token buckets need a pad position to copy; rows {lengths} fill width {width}")
+            positions += [pad] * (size - real)
+            sequences += filler_sequences(size - real, size)
+            longest = 1 << (max(sequences) - 1).bit_length()
+        buckets = length_buckets(sequences)
         return cls(
             shape=(len(lengths), width),
             positions=torch.tensor(positions, dtype=torch.long),
             buckets=buckets,
             bucket_tokens=torch.cat([bucket.tokens for bucket in buckets]),
-            cu_seqlens=torch.tensor(offsets, dtype=torch.int32),
-            max_seqlen=max(lengths),
+            cu_seqlens=torch.tensor(cumulative(sequences), dtype=torch.int32),
+            max_seqlen=longest,
+            real_tokens=real,
         )
 
     @property
@@ -123,12 +157,54 @@ class Packing(OnDevice):
         return self.shape[0] * self.shape[1]
 
     def pack(self, padded: torch.Tensor) -> torch.Tensor:
-        """(batch, width, ...) -> (1, real tokens, ...), sentence after sentence."""
+        """(batch, width, ...) -> (1, tokens, ...), sentence after sentence, then the filler."""
         return padded.flatten(0, 1).index_select(0, self.positions).unsqueeze(0)
 
     def unpack(self, packed: torch.Tensor) -> torch.Tensor:
-        """(1, real tokens, ...) -> (batch, width, ...), zeros at pads."""
-        return ScatterRows.apply(packed[0], self.positions, self.size).unflatten(0, self.shape)
+        """(1, tokens, ...) -> (batch, width, ...), zeros at pads; the filler is dropped."""
+        real = slice(0, self.real_tokens)
+        return ScatterRows.apply(packed[0, real], self.positions[real], self.size).unflatten(0, self.shape)
+
+
+@dataclass(frozen=True)
+class Packer:
+    """How a collator packs its batches (data/batching.py): `Packing.of_lengths`, with `token_buckets` the packed
+    row topped up to one of a few sizes, so that a compiled or graph-captured layer sees few shapes (--compile)."""
+
+    token_buckets: bool = False
+
+    def __call__(self, lengths: list[int], width: int) -> Packing:
+        return Packing.of_lengths(lengths, width, self.token_buckets)
+
+
+def cumulative(lengths: list[int]) -> list[int]:
+    """[0, l0, l0 + l1, ...]: where each sequence starts in the packed row, and its end."""
+    offsets = [0]
+    for length in lengths:
+        offsets.append(offsets[-1] + length)
+    return offsets
+
+
+def token_bucket(tokens: int) -> int:
+    """The smallest size of 64, 80, 96, 112, 128, 160, ... (4 a doubling) that holds `tokens`."""
+    return next(size for size in token_bucket_sizes() if size >= tokens)
+
+
+def token_bucket_sizes():
+    octave = FIRST_TOKEN_BUCKET
+    while True:
+        yield from (octave * quarters // 4 for quarters in (4, 5, 6, 7))
+        octave *= 2
+
+
+def filler_sequences(tokens: int, size: int) -> list[int]:
+    """`tokens` filler tokens as sequences of at most FILLER_SEQUENCE, padded with empty ones to a count fixed by
+    the bucket `size` (so cu_seqlens has one shape per bucket and batch size)."""
+    previous = max([0, *(s for s in itertools.takewhile(lambda s: s < size, token_bucket_sizes()))])
+    count = max(1, -(-(size - previous) // FILLER_SEQUENCE))
+    full, rest = divmod(tokens, FILLER_SEQUENCE)
+    sequences = [FILLER_SEQUENCE] * full + ([rest] if rest else [])
+    return sequences + [0] * (count - len(sequences))
 
 
 def length_buckets(lengths: list[int]) -> tuple[Bucket, ...]:
@@ -138,9 +214,7 @@ def length_buckets(lengths: list[int]) -> tuple[Bucket, ...]:
     would otherwise pad all 24 to 512 and hold 24 x heads x 512 x 512 attention probabilities per layer for the
     backward pass (6.9 GiB for one MiniLM step on PAN-X.en, against 1.2 GiB for the next widest batch).
     """
-    offsets = [0]
-    for length in lengths:
-        offsets.append(offsets[-1] + length)
+    offsets = cumulative(lengths)
     classes: dict[int, list[int]] = {}
     for row, length in enumerate(lengths):
         if length:
@@ -157,7 +231,7 @@ def length_buckets(lengths: list[int]) -> tuple[Bucket, ...]:
 
 
 def unpadded_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, packing=None, **kwargs):
-    """Attention within each sentence of a packed row; "sdpa" when the forward runs padded."""
+    """Attention within each sequence of a packed row; "sdpa" when the forward runs padded."""
     if packing is None:
         if attention_mask is None:  # padded forwards always have a mask here (padded_mask): this one was packed
             raise RuntimeError(
@@ -168,8 +242,28 @@ def unpadded_attention(module, query, key, value, attention_mask, scaling=None, 
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
         )
-    # (1, heads, tokens, dim) -> (tokens, heads, dim): one row per token, as the buckets index them.
+    # (1, heads, tokens, dim) -> (tokens, heads, dim): one row per token (a view: the projections' own layout).
     query, key, value = (x[0].transpose(0, 1) for x in (query, key, value))
+    if getattr(module, "packed_kernel", BUCKETS) == VARLEN and varlen_runs(query, dropout, scaling):
+        lengths = packing.cu_seqlens, packing.cu_seqlens, packing.max_seqlen, packing.max_seqlen
+        output = varlen_attn(query, key, value, *lengths, **({"scale": scaling} if VARLEN_SCALE else {}))
+    else:
+        output = bucketed_attention(query, key, value, packing, scaling, dropout)
+    return output.unsqueeze(0), None  # (1, tokens, heads, dim), the layout attention functions return
+
+
+def varlen_runs(query: torch.Tensor, dropout: float, scaling: float | None = None) -> bool:
+    """Whether torch's varlen_attn takes this call: a kernel for the device and dtype, no attention dropout, a head
+    size FlashAttention-2 has (a multiple of 8, at most 256), and a scale it can apply."""
+    kernel = varlen_attn is not None and query.dtype in VARLEN_KERNELS.get(query.device.type, ())
+    head = query.shape[-1]
+    scaled = VARLEN_SCALE or scaling is None or math.isclose(scaling, head**-0.5)
+    return kernel and not dropout and head % 8 == 0 and head <= 256 and scaled
+
+
+@torch.compiler.disable  # shapes vary with the batch's length classes: compiled layers call it as it is
+def bucketed_attention(query, key, value, packing: Packing, scaling: float | None, dropout: float) -> torch.Tensor:
+    """(tokens, heads, dim) each -> (tokens, heads, dim): sdpa per length bucket, each padded to its own longest."""
     outputs = [
         bucket.unpad(
             F.scaled_dot_product_attention(
@@ -183,8 +277,17 @@ def unpadded_attention(module, query, key, value, attention_mask, scaling=None, 
         )
         for bucket in packing.buckets
     ]
-    output = ScatterRows.apply(torch.cat(outputs), packing.bucket_tokens, query.shape[0])
-    return output.unsqueeze(0), None  # (1, tokens, heads, dim), the layout attention functions return
+    return ScatterRows.apply(torch.cat(outputs), packing.bucket_tokens, query.shape[0])
+
+
+def use_packed_kernel(model: torch.nn.Module, kernel: str) -> int:
+    """Attend the packed row of `model` (UNPADDED attention) with `kernel`: VARLEN (where varlen_runs, else the
+    buckets) or BUCKETS. Set on each self-attention module, which transformers hands to the attention function;
+    returns how many there are."""
+    modules = [m for m in model.modules() if hasattr(m, "attention_head_size") and hasattr(m, "scaling")]
+    for module in modules:
+        module.packed_kernel = kernel
+    return len(modules)
 
 
 def padded_mask(*args, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor | None:

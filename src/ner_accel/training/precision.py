@@ -41,19 +41,27 @@ def resolve_mixed_precision(choice: str, use_cpu: bool | None = None) -> str:
     return choice
 
 
-def make_accelerator(choice: str, log_with: list[str] | None = None, project_dir: Path | None = None) -> Accelerator:
+def make_accelerator(
+    choice: str, log_with: list[str] | None = None, project_dir: Path | None = None, non_blocking: bool = False
+) -> Accelerator:
     """The command's Accelerator at the resolved precision, with global batches (see batching.py).
 
     accelerate keeps one process-wide state and refuses a second Accelerator at another precision ("restart your
     runtime"). A notebook that trains at bf16 and then evaluates at fp32 is a normal thing to do, so each command
     drops that state first, as transformers' TrainingArguments does; the process group (PartialState) stays.
     log_with: experiment trackers (tracking.py), writing under project_dir where they write files.
+    non_blocking: each batch's copy to the GPU is queued, not waited for (--non-blocking). The loaders pin their
+    batches on CUDA (batching.make_loader), so the copy is a DMA from page-locked memory; accelerate's prepared
+    loader copies batch n, then collates batch n + 1 while the GPU works, and the pinned buffers of batch n go back
+    to torch's caching host allocator, which reuses a block only once the copy that reads it has completed (an
+    event recorded by the copy). Without it each batch waits for the GPU to drain (a stream synchronize). A no-op
+    on CPU.
     """
-    AcceleratorState._reset_state()
+    AcceleratorState._reset_state()  # private: accelerate has no public reset (TrainingArguments calls this too)
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     accelerator = Accelerator(
         mixed_precision=resolve_mixed_precision(choice),
-        dataloader_config=DataLoaderConfiguration(split_batches=True),
+        dataloader_config=DataLoaderConfiguration(split_batches=True, non_blocking=non_blocking),
         log_with=log_with or None,
         project_dir=project_dir if log_with else None,
         # N processes launched on a machine without a GPU form one gloo job, with or without ACCELERATE_USE_CPU=1.
