@@ -8,21 +8,33 @@ Real multilingual weights (multilingual-e5-small, XLM-R's tokenizer) on 8,000 PA
     python benchmarks/bench_train.py --workload e5-de
 Data preparation and memory at 2k, 8k and 20k sentences (ner_accel only):
     python benchmarks/bench_train.py --scaling 2000 8000 20000 --configs ner_accel
+Run as a file it puts the checkout's root and src/ first on the path; `python -m benchmarks.bench_train` (from the
+checkout's root) needs ner_accel installed or PYTHONPATH=src.
 
 Configurations (each run in its own process so peak memory is its own; rounds interleave them so noise shows):
-  seed             the seed recipe as users run it: Trainer, DataCollatorForTokenClassification, random batches,
-                   evaluation with the seed's compute_metrics (a Python loop over every position)
+  seed             the seed recipe as users run it (trainer_baseline.py): Trainer, DataCollatorForTokenClassification,
+                   random batches, evaluation with the seed's compute_metrics (a Python loop over every position)
   trainer_grouped  the same with train_sampling_strategy="group_by_length" (the best a Trainer user gets)
-  ner_accel        ner_accel.train.main([...]): the project's real training code, default flags
+  ner_accel        ner_accel.train.main([...]) as a user runs it, default flags; nothing in it is patched or wrapped
   bare             forward, backward, AdamW over ner_accel's own batches, pre-collated (no data loading), with
                    the padded model users get from transformers (sdpa attention): the issue's bare loop
-  bare_unpadded    the same loop with ner_accel's unpadded forward: the ceiling of ner_accel's loop itself
+  bare_unpadded    the same loop with ner_accel's unpadded forward (batches with their packing): the ceiling of
+                   ner_accel's forward and backward
   ner_accel_w1     ner_accel with --dataloader-num-workers 1 (a candidate default)
   ner_accel_freeze ner_accel with --freeze-word-embeddings (other results: the embedding matrix stays pretrained)
 
-Needs: torch, transformers, datasets, seqeval, accelerate (and ner_accel installed or src/ on the path).
-Writes benchmarks/results/<workload>.json and .md. Timings are the training loop's wall time (batches loaded,
-forward, backward, optimizer) and the final evaluation's wall time; real tokens are non-padding tokens.
+Needs: torch, transformers, datasets, seqeval, accelerate. Writes benchmarks/results/<workload>.json and .md.
+train_s is the training loop's wall time (batches loaded, forward, backward, clip, optimizer), eval_s an evaluation's
+wall time, prep_s tokenizing; real tokens are non-padding tokens in training batches. For ner_accel these come from
+the run itself: the phases it times and writes to metrics.json ("seconds"), and the batches its sampler draws.
+What that changed against the numbers in BENCHMARKS.md, which came from wrapping five of train's functions:
+  train_s  the "train" phase: the loop with the evaluations and checkpoints inside it taken out, as before
+  eval_s   the "evaluate" phase over the run's full evaluations (one per epoch by default): it now holds the 2-batch
+           sanity evaluation at step 0 too (before: the last evaluation alone)
+  prep_s   the "tokenize" phase: train and validation sets tokenized into a cold cache and their loaders built
+           (before: the tokenizing alone)
+  tokens   the run's sampler's batches of every epoch over its encoded rows' lengths, padded as its collator pads
+           them (before: counted in the model's training forwards; the same numbers)
 """
 
 from __future__ import annotations
@@ -30,7 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -39,11 +50,16 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-RESULTS = ROOT / "benchmarks" / "results"
-sys.path.insert(0, str(ROOT / "src"))
+if not __package__:  # run as a file: `benchmarks` (the checkout's root) and this checkout's ner_accel (src/) first
+    sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "src")]
 
+from benchmarks.machine import describe, one_line
+from benchmarks.shared_models import SHARED, multilingual_e5_small, random_weights
+from benchmarks.tokens import TokenCount
+from benchmarks.trainer_baseline import LEARNING_RATE, WEIGHT_DECAY, seed_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
 PANX = SHARED / "data" / "panx"
 WORKLOADS = {
     "minilm": dict(
@@ -61,291 +77,103 @@ CONFIGS = ["seed", "trainer_grouped", "ner_accel", "bare", "bare_unpadded", "ner
 DEFAULT_CONFIGS = ["seed", "trainer_grouped", "ner_accel", "bare", "bare_unpadded"]
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Measuring: real tokens seen in training forwards, peak memory
-
-
-class TokenCounter:
-    """Forward pre-hook: counts real and padded tokens of every training-mode forward (no host sync)."""
-
-    def __init__(self, model) -> None:
-        self.real, self.padded = 0, 0
-        model.register_forward_pre_hook(self, with_kwargs=True)
-
-    def __call__(self, module, args, kwargs):
-        mask = kwargs.get("attention_mask")
-        if mask is None and len(args) > 1:
-            mask = args[1]
-        if module.training and mask is not None:
-            self.real += mask.sum()
-            self.padded += mask.numel()
-
-
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def load_words(data_dir: str, train_samples: int | None, eval_samples: int | None):
-    """PAN-X CoNLL via ner_accel's reader (reading is not what is timed); the label order ner_accel derives."""
-    from ner_accel.data.corpus import labels_from_tags
-    from ner_accel.data.readers import read_conll
-
-    train = read_conll(Path(data_dir) / "train.conll")[:train_samples]
-    validation = read_conll(Path(data_dir) / "validation.conll")[:eval_samples]
-    return train, validation, labels_from_tags(s["tags"] for s in train)
+# ---------------------------------------------------------------------------------------------------------------
+# The seed recipe with HF Trainer (baseline), as trainer_baseline.py runs it
 
 
-def load_languages(
-    train_dirs: list[str],
-    eval_dirs: list[str],
-    train_samples: int | None,
-    eval_samples: int | None,
-    fractions: list[float] | None = None,
-    seed: int = 42,
-):
-    """Several training directories concatenated (the book's concatenate_datasets) through ner_accel's own
-    load_corpus, so the per-language cut and seeded fractions are ner_accel's sentences exactly; the validation
-    split of each evaluation directory kept apart, keyed by folder name (the language)."""
-    from ner_accel.data.corpus import load_corpus
-    from ner_accel.data.readers import read_conll
-
-    corpus = load_corpus(train_dirs, "", [], train_samples, 1, fractions, seed)
-    train = [{"tokens": tokens, "tags": tags} for tokens, tags in zip(corpus.train["tokens"], corpus.train["tags"])]
-    validation = {Path(d).name: read_conll(Path(d) / "validation.conll")[:eval_samples] for d in eval_dirs}
-    return train, validation, corpus.labels
+def run_trainer(args, grouped: bool) -> dict:
+    """The seed recipe on args.data_dir, scored on its validation split."""
+    return seed_recipe(
+        args.model, [args.data_dir], [args.data_dir], train_samples=args.train_samples,
+        eval_samples=args.eval_samples, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+        mixed_precision=args.mixed_precision, sampling="group_by_length" if grouped else "random",
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The seed recipe with HF Trainer (baseline) and with group_by_length
-
-
-def run_trainer(
-    args,
-    grouped: bool,
-    train_dirs: list[str] | None = None,
-    eval_dirs: list[str] | None = None,
-    fractions: list[float] | None = None,
-) -> dict:
-    """The seed recipe on args.data_dir; or trained on train_dirs concatenated and scored on each of eval_dirs
-    (f1_per_set by folder name; f1 is the first set's)."""
-    import numpy as np
-    import torch
-    from datasets import Dataset
-    from seqeval.metrics import f1_score
-    from transformers import AutoTokenizer, DataCollatorForTokenClassification, Trainer, TrainingArguments
-    from transformers.utils import logging as hf_logging
-
-    from ner_accel.modeling.loading import load_model
-    from ner_accel.training.precision import resolve_mixed_precision
-
-    hf_logging.set_verbosity_error()
-    torch.manual_seed(args.seed)
-    if train_dirs:
-        train_words, validation_words, labels = load_languages(
-            train_dirs, eval_dirs or train_dirs, args.train_samples, args.eval_samples, fractions, args.seed
-        )
-    else:
-        train_words, validation, labels = load_words(args.data_dir, args.train_samples, args.eval_samples)
-        validation_words = {Path(args.data_dir).name: validation}
-    tag2index = {tag: i for i, tag in enumerate(labels)}
-    index2tag = dict(enumerate(labels))
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-
-    def tokenize_and_align_labels(examples):  # the seed's function
-        tokenized_inputs = tokenizer(examples["tokens"], truncation=True, is_split_into_words=True)
-        labels = []
-        for idx, label in enumerate(examples["ner_tags"]):
-            word_ids = tokenized_inputs.word_ids(batch_index=idx)
-            previous_word_idx, label_ids = None, []
-            for word_idx in word_ids:
-                label_ids.append(-100 if word_idx is None or word_idx == previous_word_idx else label[word_idx])
-                previous_word_idx = word_idx
-            labels.append(label_ids)
-        tokenized_inputs["labels"] = labels
-        return tokenized_inputs
-
-    def encode(sentences):
-        words = Dataset.from_dict(
-            {
-                "tokens": [s["tokens"] for s in sentences],
-                "ner_tags": [[tag2index[t] for t in s["tags"]] for s in sentences],
-            }
-        )
-        return words.map(tokenize_and_align_labels, batched=True, remove_columns=["tokens", "ner_tags"])
-
-    start = time.perf_counter()
-    train_set = encode(train_words)
-    validation_sets = {name: encode(sentences) for name, sentences in validation_words.items()}
-    prep_s = time.perf_counter() - start
-
-    def align_predictions(predictions, label_ids):  # the seed's function, verbatim
-        preds = np.argmax(predictions, axis=2)
-        batch_size, seq_len = preds.shape
-        labels_list, preds_list = [], []
-        for batch_idx in range(batch_size):
-            example_labels, example_preds = [], []
-            for seq_idx in range(seq_len):
-                if label_ids[batch_idx, seq_idx] != -100:
-                    example_labels.append(index2tag[label_ids[batch_idx][seq_idx]])
-                    example_preds.append(index2tag[preds[batch_idx][seq_idx]])
-            labels_list.append(example_labels)
-            preds_list.append(example_preds)
-        return preds_list, labels_list
-
-    def compute_metrics(eval_pred):
-        y_pred, y_true = align_predictions(eval_pred.predictions, eval_pred.label_ids)
-        return {"f1": f1_score(y_true, y_pred)}
-
-    # Same head class and initial weights as ner_accel (the seed's head: body without pooler, dropout, linear),
-    # run padded with sdpa attention like transformers' own AutoModelForTokenClassification.
-    model = load_model(args.model, labels, attention="sdpa")
-    counter = TokenCounter(model)
-    precision = resolve_mixed_precision(args.mixed_precision)  # every configuration at the same precision
-    with tempfile.TemporaryDirectory() as output_dir:
-        training_args = TrainingArguments(
-            output_dir=output_dir,
-            log_level="error",
-            num_train_epochs=args.epochs,
-            per_device_train_batch_size=args.batch_size,
-            per_device_eval_batch_size=args.batch_size,
-            eval_strategy="no",
-            save_strategy="no",
-            weight_decay=0.01,
-            disable_tqdm=True,
-            logging_steps=max(1, 100 // args.batch_size),
-            report_to="none",
-            seed=args.seed,
-            bf16=precision == "bf16",
-            fp16=precision == "fp16",
-            use_cpu=not torch.cuda.is_available(),  # else Trainer refuses bf16 on a CPU ("doesn't support bf16/gpu")
-            train_sampling_strategy="group_by_length" if grouped else "random",
-        )
-        trainer = Trainer(
-            model=model,
-            args=training_args,
-            data_collator=DataCollatorForTokenClassification(tokenizer),
-            compute_metrics=compute_metrics,
-            train_dataset=train_set,
-            eval_dataset=next(iter(validation_sets.values())),
-            processing_class=tokenizer,
-        )
-        start = time.perf_counter()
-        trainer.train()
-        train_s = time.perf_counter() - start
-        start = time.perf_counter()
-        f1_per_set = {name: float(trainer.evaluate(rows)["eval_f1"]) for name, rows in validation_sets.items()}
-        eval_s = time.perf_counter() - start
-    return dict(
-        train_s=train_s,
-        eval_s=eval_s,
-        prep_s=prep_s,
-        real_tokens=int(counter.real),
-        padded_tokens=int(counter.padded),
-        eval_sentences=sum(len(rows) for rows in validation_sets.values()),
-        f1=next(iter(f1_per_set.values())),
-        f1_per_set=f1_per_set,
-        eval_sentences_per_set={name: len(rows) for name, rows in validation_sets.items()},
-        precision=precision,
-        train_sentences=len(train_set),
-    )
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# ner_accel's real training code, timed from outside with monkeypatched wrappers
+# ner_accel's real training code, as a user runs it: phases from its metrics.json, tokens from its batches
 
 
 def run_ner_accel(args, workers: int = 0, extra: tuple[str, ...] = ()) -> dict:
-    from ner_accel import train as T
-    from ner_accel.data import loaders as L
+    from ner_accel.options.train_config import parse_config
+    from ner_accel.rundir.artifacts import CONFIG_FILE, METRICS_FILE
+    from ner_accel.train import main as train_main
 
-    timings = {"train_s": 0.0, "eval_s": [], "prep_s": 0.0, "validate_s": 0.0}
-    counters, training = [], [False]
-
-    def timed_steps(loader, size):
-        start, training[0] = time.perf_counter(), True
-        yield from optimizer_steps(loader, size)
-        timings["train_s"] += time.perf_counter() - start
-        training[0] = False
-
-    def timed_scoring(*a, **k):
-        start = time.perf_counter()
-        results = score_sets(*a, **k)
-        timings["eval_s"].append(time.perf_counter() - start)
-        return results
-
-    def timed_validation(*a, **k):
-        # Evaluations and their checkpoints inside the loop are timed with it: take them out of training time.
-        start = time.perf_counter()
-        validate(*a, **k)
-        if training[0]:
-            timings["validate_s"] += time.perf_counter() - start
-
-    def timed_encode(*a, **k):
-        start = time.perf_counter()
-        rows = encode_dataset(*a, **k)
-        timings["prep_s"] += time.perf_counter() - start
-        return rows
-
-    def counted_model(*a, **k):
-        model = load_model(*a, **k)
-        counters.append(TokenCounter(model))
-        return model
-
-    optimizer_steps, score_sets, validate, encode_dataset, load_model = (
-        T.optimizer_steps,
-        T.score_sets,
-        T.validate,
-        L.encode_dataset,
-        T.load_model,
-    )
-    T.optimizer_steps, T.score_sets, T.validate, L.encode_dataset, T.load_model = (
-        timed_steps,
-        timed_scoring,
-        timed_validation,
-        timed_encode,
-        counted_model,
-    )
     with tempfile.TemporaryDirectory() as output_dir:
         os.environ["HF_DATASETS_CACHE"] = str(Path(output_dir) / "cache")  # cold cache: tokenization is timed
-        argv = [
-            "--model",
-            args.model,
-            "--data-dir",
-            args.data_dir,
-            "--num-train-epochs",
-            str(args.epochs),
-            "--per-device-train-batch-size",
-            str(args.batch_size),
-            "--seed",
-            str(args.seed),
-            "--output-dir",
-            output_dir,
-            "--run-name",
-            "bench",
-            "--overwrite",
-            "--max-train-samples",
-            str(args.train_samples),
-        ]
+        argv = ["--model", args.model, "--data-dir", args.data_dir, "--num-train-epochs", str(args.epochs)]
+        argv += ["--per-device-train-batch-size", str(args.batch_size), "--seed", str(args.seed)]
+        argv += ["--output-dir", output_dir, "--run-name", "bench", "--overwrite"]
+        argv += ["--max-train-samples", str(args.train_samples)]
         argv += ["--max-eval-samples", str(args.eval_samples)] if args.eval_samples else []
         argv += ["--dataloader-num-workers", str(workers)] if workers else []
         argv += ["--mixed-precision", args.mixed_precision, *extra]
         start = time.perf_counter()
-        final = next(v for k, v in T.train(T.parse_config(argv)).items() if k != "mean_f1")
+        exit_code = train_main(argv)
         total_s = time.perf_counter() - start
-        config = json.loads((Path(output_dir) / "bench" / T.CONFIG_FILE).read_text())
-    counter = counters[0]
+        if exit_code != 0:
+            sys.exit(f"ner_accel.train {' '.join(argv)}: exit code {exit_code}")
+        config = parse_config(argv)
+        metrics = json.loads((config.run_dir / METRICS_FILE).read_text())
+        resolved = json.loads((config.run_dir / CONFIG_FILE).read_text())
+        real, padded = trained_tokens(config).read()  # the run's tokenization cache is still there
+    seconds = metrics["seconds"]
+    evaluations = sum("validation" in entry for entry in metrics["evaluations"])
+    final = next(v for k, v in metrics["final"].items() if k != "mean_f1")
     return dict(
-        train_s=timings["train_s"] - timings["validate_s"],
-        eval_s=timings["eval_s"][-1],
-        prep_s=timings["prep_s"],
+        train_s=seconds["train"],
+        eval_s=seconds["evaluate"] / evaluations,
+        prep_s=seconds["tokenize"],
+        phases_s=seconds,
         total_s=total_s,
-        real_tokens=int(counter.real),
-        padded_tokens=int(counter.padded),
+        real_tokens=real,
+        padded_tokens=padded,
         eval_sentences=final["sentences"],
         f1=final["f1"],
-        precision=config["mixed_precision"],
+        precision=resolved["mixed_precision"],
         train_sentences=args.train_samples,
     )
+
+
+def trained_tokens(config) -> TokenCount:
+    """The tokens of every batch a finished run trained on: its sampler's batches of each epoch over its encoded
+    rows, from the loaders train builds (build_loaders, on the run's tokenization cache), padded as its collator."""
+    from ner_accel.data.batching import pad_multiple
+    from ner_accel.data.corpus import load_corpus
+    from ner_accel.data.loaders import build_loaders
+    from ner_accel.modeling.loading import load_tokenizer
+    from ner_accel.training.precision import make_accelerator
+
+    accelerator = make_accelerator(config.mixed_precision)
+    tokenizer = load_tokenizer(config.model, config.trust_remote_code)
+    loaders = build_loaders(config, accelerator, tokenizer, load_corpus(config.corpus_options()), pack=False)
+    sampler, batches = loaders.train.batch_sampler, []
+    for epoch in range(config.num_train_epochs):
+        sampler.set_epoch(epoch)
+        batches += list(sampler)
+    multiple = pad_multiple(accelerator.device, accelerator.mixed_precision)
+    return TokenCount.of_batches(sampler.lengths, batches, multiple)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ner_accel's batches without its loop: the bare loops, and the data path alone
+
+
+def encoded_train(args, tokenizer, cache: str):
+    """ner_accel's corpus for this workload and its training rows, tokenized into `cache`."""
+    from ner_accel.data.corpus import CorpusOptions, load_corpus
+    from ner_accel.data.encoding import encode_dataset
+    from ner_accel.modeling.loading import sequence_limit
+
+    options = CorpusOptions(data_dir=[args.data_dir], max_train_samples=args.train_samples, max_eval_samples=1,
+                            seed=args.seed)  # fmt: skip
+    corpus = load_corpus(options)
+    rows = encode_dataset(corpus.train, tokenizer, corpus.labels, sequence_limit(tokenizer), False, "train", cache)
+    return corpus, rows
 
 
 def run_bare(args, unpadded: bool) -> dict:
@@ -353,8 +181,6 @@ def run_bare(args, unpadded: bool) -> dict:
     import torch
 
     from ner_accel.data.batching import make_loader
-    from ner_accel.data.corpus import load_corpus
-    from ner_accel.data.encoding import encode_dataset
     from ner_accel.modeling.loading import load_model, load_tokenizer
     from ner_accel.modeling.unpadding import UNPADDED
     from ner_accel.training.optimization import build_optimizer
@@ -363,25 +189,17 @@ def run_bare(args, unpadded: bool) -> dict:
     torch.manual_seed(args.seed)
     precision = resolve_mixed_precision(args.mixed_precision)
     tokenizer = load_tokenizer(args.model)
-    corpus = load_corpus([args.data_dir], "", [], args.train_samples, 1, seed=args.seed)
     with tempfile.TemporaryDirectory() as cache:
-        rows = encode_dataset(
-            corpus.train,
-            tokenizer,
-            corpus.labels,
-            min(tokenizer.model_max_length, 512),
-            False,
-            "train",
-            cache_dir=cache,
-        )
-        loader = make_loader(rows, tokenizer, args.batch_size, args.seed, train=True)
+        corpus, rows = encoded_train(args, tokenizer, cache)
+        loader = make_loader(rows, tokenizer, args.batch_size, args.seed, train=True, pack=unpadded)
         batches = [dict(batch) for _ in range(args.epochs) for batch in loader]
     model = load_model(args.model, corpus.labels, attention=UNPADDED if unpadded else "sdpa")
     model.train()
-    optimizer = build_optimizer(model, learning_rate=5e-5, weight_decay=0.01)  # the seed's
+    optimizer = build_optimizer(model, LEARNING_RATE, WEIGHT_DECAY)  # the seed's
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
-    real = sum(int(b["attention_mask"].sum()) for b in batches)
-    padded = sum(b["attention_mask"].numel() for b in batches)
+    tokens = TokenCount()
+    for batch in batches:
+        tokens.add(batch["attention_mask"])
     start = time.perf_counter()
     for batch in batches:
         with autocast:
@@ -390,36 +208,27 @@ def run_bare(args, unpadded: bool) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     train_s = time.perf_counter() - start
+    real, padded = tokens.read()
     return dict(train_s=train_s, real_tokens=real, padded_tokens=padded, precision=precision, train_sentences=len(rows))
 
 
 def run_prep(args) -> dict:
     """ner_accel's data path alone: read, tokenize into a fresh on-disk cache, build the loader, collate every batch."""
     from ner_accel.data.batching import make_loader, padding_efficiency
-    from ner_accel.data.corpus import load_corpus
-    from ner_accel.data.encoding import encode_dataset
     from ner_accel.modeling.loading import load_tokenizer
 
     tokenizer = load_tokenizer(args.model)
     with tempfile.TemporaryDirectory() as cache:
         start = time.perf_counter()
-        corpus = load_corpus([args.data_dir], "", [], args.train_samples, 1, seed=args.seed)
-        rows = encode_dataset(
-            corpus.train,
-            tokenizer,
-            corpus.labels,
-            min(tokenizer.model_max_length, 512),
-            False,
-            "train",
-            cache_dir=cache,
-        )
+        _, rows = encoded_train(args, tokenizer, cache)
         prep_s = time.perf_counter() - start
         loader = make_loader(rows, tokenizer, args.batch_size, args.seed, train=True)
+        tokens = TokenCount()
         start = time.perf_counter()
-        real = padded = 0
         for batch in loader:
-            real, padded = real + int(batch["attention_mask"].sum()), padded + batch["attention_mask"].numel()
+            tokens.add(batch["attention_mask"])
         collate_s = time.perf_counter() - start
+        real, padded = tokens.read()
         return dict(
             prep_s=prep_s,
             collate_s=collate_s,
@@ -459,24 +268,6 @@ def worker(args) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Orchestration: interleaved rounds, summary, JSON and markdown
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import torch
-
-    return dict(
-        cpu=cpu,
-        cores=os.cpu_count(),
-        torch_threads=torch.get_num_threads(),
-        python=platform.python_version(),
-        torch=torch.__version__,
-        load_average=os.getloadavg(),
-    )
 
 
 def spawn(args, config: str, result: Path, **overrides) -> dict:
@@ -586,8 +377,7 @@ def markdown(report: dict) -> str:
     lines = [
         f"### {report['workload']}: {report['settings']}",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({report['threads'] or m['torch_threads']} "
-        f"thread(s) per run); "
+        f"Machine: {one_line(m)} ({report['threads'] or m['torch_threads']} torch thread(s) per run); "
         f"load average before {report['load_before'][0]:.2f}, after {report['load_after'][0]:.2f}. "
         f"Median of {report['rounds']} interleaved round(s), [min-max] in brackets.",
         "",
@@ -724,10 +514,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.model is None:
         args.model = workload["model"]
         if args.workload == "xlmr-random":  # one random-weight checkpoint that every configuration loads
-            args.model = str(random_xlmr(output.parent / "xlm-roberta-base-random", args.seed))
+            args.model = str(random_weights(args.model, output.parent / "xlm-roberta-base-random", args.seed))
         if args.workload == "e5-de":  # converted into the machine's cache on first use, outside the checkout
-            from shared_models import multilingual_e5_small  # a sibling script: benchmarks/ is on sys.path
-
             args.model = str(multilingual_e5_small())
     load_before = os.getloadavg()
     runs, scaling = [], []
@@ -744,7 +532,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             scaling.append(spawn(args, "prep", Path(scratch) / f"scaling-{size}.json", train_samples=size))
     report = dict(
         workload=args.workload,
-        machine=machine(),
+        machine=describe(),
         load_before=load_before,
         load_after=os.getloadavg(),
         rounds=args.rounds,
@@ -765,23 +553,6 @@ def _importable(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
-
-
-def random_xlmr(path: Path, seed: int) -> Path:
-    """xlm-roberta-base from its config with random weights, saved once with the real XLM-R tokenizer."""
-    if (path / "model.safetensors").is_file():
-        return path
-    import torch
-    from transformers import AutoTokenizer
-
-    from ner_accel.modeling.loading import load_model
-
-    torch.manual_seed(seed)
-    source = WORKLOADS["xlmr-random"]["model"]
-    model = load_model(source, ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"], from_config=True)
-    model.save_pretrained(path)
-    AutoTokenizer.from_pretrained(source).save_pretrained(path)
-    return path
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ The book's experiments (full training sets, 3 epochs): fine-tune on de, then on 
     python benchmarks/multilingual.py --model $MODEL --train-languages de fr en --epochs 3 --configs trainer default
 
 Configurations (--configs), each trained and scored once per seed on the same sentences:
-  trainer         the seed notebook's Trainer recipe (bench_train.run_trainer: DataCollatorForTokenClassification,
+  trainer         the seed notebook's Trainer recipe (trainer_baseline.seed_recipe: DataCollatorForTokenClassification,
                   random batches, batch 24, lr 5e-5, weight decay 0.01, linear schedule, the seed's compute_metrics)
                   on the training languages concatenated, scored on each evaluation language; its own process
   NAME="FLAGS"    python -m ner_accel.train with these extra flags, then one python -m ner_accel.evaluate on every
@@ -29,12 +29,13 @@ Writes --output (JSON: every run with its configuration, flags, languages, sente
 and their mean, wall times and the code's commit; a summary per configuration; paired differences by seed against
 trainer and seed_recipe) after every run, and the same as markdown beside it. --resume keeps the runs of the same
 workload already in --output. Wall times are the machine's as it was (shared CPUs): notes, not a benchmark.
+Run as a file it puts the checkout's root and src/ first on the path; `python -m benchmarks.multilingual` (from the
+checkout's root) needs ner_accel installed or PYTHONPATH=src.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shlex
@@ -47,19 +48,17 @@ import time
 from collections import Counter
 from pathlib import Path
 
+if not __package__:  # run as a file: `benchmarks` (the checkout's root) and this checkout's ner_accel (src/) first
+    sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "src")]
+
+from benchmarks.machine import describe, one_line
+from benchmarks.shared_models import SHARED, multilingual_e5_small
+from benchmarks.trainer_baseline import seed_recipe
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 PRESETS = {"seed_recipe": "--recipe seed", "default": ""}
 TRAINER = "trainer"
 REFERENCES = (TRAINER, "seed_recipe")  # paired differences are taken against each of these present
-
-
-def load_script(name: str):
-    """A script beside this one (benchmarks/ is a folder of scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def parse_configs(items: list[str]) -> dict[str, str | None]:
@@ -116,15 +115,11 @@ def run_ner_accel(args, flags: str, seed: int, scratch: Path, name: str) -> dict
     train += ["--language-fractions", *map(str, args.language_fractions)] if args.language_fractions else []
     train += shlex.split(flags)
     train_s = call(train, env, scratch / f"{name}.train.log")
-    report = scratch / f"{name}.eval.json"
-    evaluate = [sys.executable, "-m", "ner_accel.evaluate", "--model", str(output_dir / name), "--data-dir"]
-    evaluate += [*args.eval_dirs, "--mixed-precision", args.mixed_precision, "--output", str(report)]
-    evaluate += ["--max-eval-samples", str(args.eval_samples)] if args.eval_samples else []
-    eval_s = call(evaluate, env, scratch / f"{name}.eval.log")
-    results = json.loads(report.read_text())["models"][0]["results"]
+    eval_s, results = evaluate_model(args, env, output_dir / name, scratch, name)
     resolved = json.loads((output_dir / name / "train_config.json").read_text())
-    shutil.rmtree(output_dir / name)  # the model and its checkpoints: 2 GB a run for e5-small
+    shutil.rmtree(output_dir / name / "checkpoints")  # 1 GB a run for e5-small; the model stays for comparisons
     return dict(
+        results=results,
         f1={language: results[language]["f1"] for language in args.eval_languages},
         eval_sentences={language: results[language]["sentences"] for language in args.eval_languages},
         precision=resolved["mixed_precision"],
@@ -132,6 +127,29 @@ def run_ner_accel(args, flags: str, seed: int, scratch: Path, name: str) -> dict
         train_s=train_s,
         eval_s=eval_s,
     )
+
+
+def evaluate_model(args, env: dict, model: Path, scratch: Path, name: str, decode: str = "argmax") -> tuple:
+    """ner_accel.evaluate of a model on every evaluation language: (seconds, results per language)."""
+    report = scratch / f"{name}.{decode}.eval.json"
+    evaluate = [sys.executable, "-m", "ner_accel.evaluate", "--model", str(model), "--data-dir", *args.eval_dirs]
+    evaluate += ["--mixed-precision", args.mixed_precision, "--output", str(report), "--decode", decode]
+    evaluate += ["--max-eval-samples", str(args.eval_samples)] if args.eval_samples else []
+    seconds = call(evaluate, env, scratch / f"{name}.{decode}.eval.log")
+    return seconds, json.loads(report.read_text())["models"][0]["results"]
+
+
+def paired(args, first: dict, second: dict) -> dict:
+    """second against first on the same sentences, per evaluation language (F1 difference, interval, p-value)."""
+    from ner_accel.data.readers import find_split_file, read_split
+    from ner_accel.evaluation.intervals import paired_comparison
+
+    comparisons = {}
+    for language, directory in zip(args.eval_languages, args.eval_dirs):
+        gold = [s["tags"] for s in read_split(find_split_file(Path(directory), "validation"))][: args.eval_samples]
+        found = paired_comparison(gold, first[language]["predicted"], second[language]["predicted"])
+        comparisons[language] = {key: found[key] for key in ("difference", "interval", "p_value")}
+    return comparisons
 
 
 HYPER_PARAMETERS = ("learning_rate", "weight_decay", "lr_scheduler_type", "warmup_ratio", "warmup_steps",
@@ -149,10 +167,18 @@ def run_trainer(args, seed: int, scratch: Path, name: str) -> dict:
     worker += ["--eval-samples", str(args.eval_samples)] if args.eval_samples else []
     worker += ["--language-fractions", *map(str, args.language_fractions)] if args.language_fractions else []
     worker += ["--threads", str(args.threads)] if args.threads else []
+    worker += ["--save-model", str(scratch / "runs" / name / "model")] if args.compare else []
     call(worker, child_env(args, scratch), scratch / f"{name}.log")
     done = json.loads(result.read_text())
+    f1 = {language: done["f1_per_set"][language] for language in args.eval_languages}
+    extra = {}
+    if args.compare:  # scored as ner_accel's runs are (every word, ner_accel.evaluate), to compare on equal terms
+        eval_s, results = evaluate_model(args, child_env(args, scratch), scratch / "runs" / name, scratch, name)
+        extra = dict(f1_trainer_metrics=f1, evaluate_s=eval_s, results=results)
+        f1 = {language: results[language]["f1"] for language in args.eval_languages}
     return dict(
-        f1={language: done["f1_per_set"][language] for language in args.eval_languages},
+        **extra,
+        f1=f1,
         eval_sentences=done["eval_sentences_per_set"],
         train_sentences_seen=done["train_sentences"],
         precision=done["precision"],
@@ -162,23 +188,16 @@ def run_trainer(args, seed: int, scratch: Path, name: str) -> dict:
 
 
 def trainer_worker(args) -> None:
-    """In this process: bench_train.run_trainer on the training languages, scored on each evaluation language."""
+    """In this process: the seed recipe on the training languages, scored on each evaluation language."""
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    bench_train = load_script("bench_train")
-    settings = argparse.Namespace(
-        model=args.model,
-        data_dir=args.train_dirs[0],
-        train_samples=args.train_samples,
-        eval_samples=args.eval_samples,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        mixed_precision=args.mixed_precision,
-    )
-    result = bench_train.run_trainer(settings, False, args.train_dirs, args.eval_dirs, args.language_fractions)
+    result = seed_recipe(
+        args.model, args.train_dirs, args.eval_dirs, train_samples=args.train_samples, eval_samples=args.eval_samples,
+        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, mixed_precision=args.mixed_precision,
+        fractions=args.language_fractions, save_to=args.save_model,
+    )  # fmt: skip
     Path(args.trainer_worker).write_text(json.dumps(result, indent=1))
 
 
@@ -204,7 +223,6 @@ def workload(args) -> dict:
 
 def count_train_sentences(args) -> dict[str, int]:
     """Sentences per training language after --train-samples/--language-fractions (ner_accel's own selection)."""
-    sys.path.insert(0, str(ROOT / "src"))
     from ner_accel.data.readers import read_conll
 
     counts = {}
@@ -223,12 +241,8 @@ def snapshot() -> dict:
         done = subprocess.run(["git", "-C", str(ROOT), *argv], capture_output=True, text=True)
         return done.stdout.strip() if done.returncode == 0 else ""
 
-    changed = git("status", "--porcelain", "--", "src", "benchmarks/bench_train.py", "benchmarks/multilingual.py")
+    changed = git("status", "--porcelain", "--", "src", "benchmarks/*.py")
     return dict(commit=git("rev-parse", "HEAD") or "unknown", uncommitted=changed.splitlines())
-
-
-def machine() -> dict:
-    return load_script("bench_train").machine()
 
 
 def mean_sd(values: list[float]) -> dict:
@@ -274,9 +288,9 @@ def markdown(report: dict) -> str:
         "",
         f"Code: {commits}"
         + (" (this invocation's checkout had uncommitted changes)" if report["snapshot"]["uncommitted"] else "")
-        + f". Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, "
-        f"{report['threads'] or 'default'} thread(s) per run, shared with other jobs (wall times are notes, not "
-        f"a benchmark). Precision: {', '.join(sorted({r['precision'] for r in report['runs']}))}.",
+        + f". Machine: {one_line(report['machine'])}; {report['threads'] or 'default'} torch thread(s) per run, "
+        "shared with other jobs (wall times are notes, not a benchmark). "
+        f"Precision: {', '.join(sorted({r['precision'] for r in report['runs']}))}.",
         "",
         "#### Every run",
         "",
@@ -315,7 +329,30 @@ def markdown(report: dict) -> str:
                 f"{p[c]['mean']:+.4f}{spread(p[c])} ({', '.join(f'{d:+.4f}' for d in p[c]['deltas'])})" for c in columns
             )
             lines.append(f"| {config} | {', '.join(map(str, p['seeds']))} | {cells} |")
+    pairs = [(r, other, c) for r in report["runs"] for other, c in r.get("paired_with", {}).items()]
+    if pairs:
+        lines += [
+            "",
+            "#### Paired on the same sentences (ner_accel.evaluate's paired bootstrap and approximate randomisation)",
+            "",
+            "Each cell: F1 difference (config - against), its 95 % interval, p-value.",
+            "",
+            "| config | against | seed | " + " | ".join(report["workload"]["eval_languages"]) + " |",
+            "|---|---|---|" + "---|" * len(report["workload"]["eval_languages"]),
+        ]
+        for r, other, c in pairs:
+            cells = " | ".join(
+                f"{c[lang]['difference']:+.4f} [{c[lang]['interval'][0]:+.4f}, {c[lang]['interval'][1]:+.4f}] "
+                f"p={c[lang]['p_value']:.3f}"
+                for lang in report["workload"]["eval_languages"]
+            )
+            lines.append(f"| {r['config']} | {other} | {r['seed']} | {cells} |")
     return "\n".join(lines) + "\n"
+
+
+def strip_results(run: dict) -> dict:
+    """A run without its per-sentence results (kept in memory for the pairings; gigabytes in JSON)."""
+    return {key: value for key, value in run.items() if key != "results"}
 
 
 def write_report(args, runs: list[dict], started: dict) -> dict:
@@ -329,7 +366,7 @@ def write_report(args, runs: list[dict], started: dict) -> dict:
         configs=args.configs,
         seeds=args.seeds,
         summary=summarise(runs, columns),
-        runs=runs,
+        runs=[strip_results(run) for run in runs],
     )
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -376,12 +413,27 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "multilingual.json"))
     parser.add_argument("--resume", action="store_true", help="keep the runs of this workload already in --output")
     parser.add_argument("--scratch", help="where runs are written and removed (default: a temporary directory)")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="score the Trainer's model with ner_accel.evaluate too, and pair each "
+        "configuration with it (or seed_recipe) on the same sentences: F1 difference, 95%% interval, p-value",
+    )
+    parser.add_argument(
+        "--decodes",
+        nargs="+",
+        default=["argmax"],
+        choices=["argmax", "viterbi"],
+        help="also evaluate each ner_accel model with these decodings (a run CONFIG+viterbi, paired with CONFIG)",
+    )
+    parser.add_argument("--keep-models", help="move each run's model/ here (default: removed after its seed)")
+    parser.add_argument("--save-model", help=argparse.SUPPRESS)
     # Internal: the Trainer recipe in this process
     parser.add_argument("--trainer-worker", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.model is None:
-        args.model = str(load_script("shared_models").multilingual_e5_small())
+        args.model = str(multilingual_e5_small())
     args.model = os.path.abspath(args.model) if os.path.isdir(args.model) else args.model  # children run in ROOT
     args.data_root = os.path.abspath(args.data_root)
     args.train_dirs = [str(Path(args.data_root) / language) for language in args.train_languages]
@@ -390,7 +442,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         return trainer_worker(args)
     args.configs = asked = parse_configs(args.configs)
     args.train_sentences = count_train_sentences(args)
-    started = dict(snapshot=snapshot(), machine=machine())
+    started = dict(snapshot=snapshot(), machine=describe())
     runs = previous_runs(args)
     report = write_report(args, runs, started)
     with tempfile.TemporaryDirectory(dir=args.scratch) as scratch:
@@ -406,22 +458,42 @@ def main(argv: list[str] | None = None) -> dict | None:
                         raise SystemExit(f"{name}: the Trainer recipe saw other training sentences than ner_accel")
                 else:
                     result = run_ner_accel(args, flags, seed, Path(scratch), name)
-                result["f1"]["mean"] = statistics.fmean(result["f1"][c] for c in args.eval_languages)
-                runs.append(
-                    dict(
-                        config=config,
-                        flags=flags,
-                        seed=seed,
-                        train_languages=args.train_languages,
-                        train_sentences=args.train_sentences,
-                        epochs=args.epochs,
-                        **result,
-                        wall_s=time.perf_counter() - start,
-                        commit=started["snapshot"]["commit"],
+                found = {config: result}
+                model = Path(scratch) / "runs" / name
+                for decode in [d for d in args.decodes if d != "argmax"] if flags is not None else []:
+                    eval_s, results = evaluate_model(
+                        args, child_env(args, Path(scratch)), model, Path(scratch), name, decode
                     )
-                )
-                print(f"[multilingual] {json.dumps(runs[-1])}", file=sys.stderr, flush=True)
+                    derived = {**result, "results": results, "eval_s": eval_s}
+                    derived["f1"] = {language: results[language]["f1"] for language in args.eval_languages}
+                    derived["paired_with"] = {config: paired(args, result["results"], results)}
+                    found[f"{config}+{decode}"] = derived
+                if args.compare and flags is not None:
+                    reference = next((r for r in runs if r["seed"] == seed and r["config"] in REFERENCES), None)
+                    for derived in found.values():
+                        if reference is not None and "results" in reference:
+                            pairs = {reference["config"]: paired(args, reference["results"], derived["results"])}
+                            derived["paired_with"] = {**derived.get("paired_with", {}), **pairs}
+                for derived_config, derived in found.items():
+                    derived["f1"]["mean"] = statistics.fmean(derived["f1"][c] for c in args.eval_languages)
+                    runs.append(
+                        dict(
+                            config=derived_config,
+                            flags=flags,
+                            seed=seed,
+                            train_languages=args.train_languages,
+                            train_sentences=args.train_sentences,
+                            epochs=args.epochs,
+                            **derived,
+                            wall_s=time.perf_counter() - start,
+                            commit=started["snapshot"]["commit"],
+                        )
+                    )
+                    print(f"[multilingual] {json.dumps(strip_results(runs[-1]))}", file=sys.stderr, flush=True)
+                if args.keep_models and model.is_dir():
+                    shutil.move(str(model), str(Path(args.keep_models) / name))
                 report = write_report(args, runs, started)
+            shutil.rmtree(Path(scratch) / "runs", ignore_errors=True)
     print(markdown(report))
     return report
 

@@ -1,13 +1,16 @@
-"""The shared multilingual-e5-small (4-bit in ../shared) as a transformers model directory, converted once per machine.
+"""Model directories the benchmarks and tests make from ../shared: multilingual-e5-small (4-bit in ../shared) as
+a transformers model directory, converted once per machine; an architecture with random weights (random_weights).
 
     python benchmarks/shared_models.py        # converts if needed, prints the directory
+    python -m benchmarks.shared_models        # the same, from the checkout's root
 
 ../shared is read-only (in CI too), so the conversion goes to a cache outside the checkout:
-$NER_ACCEL_MODEL_CACHE/multilingual-e5-small/multilingual-e5-small-<source key>/, by default under ~/.cache/ner_accel/models. The key
-hashes the source files (the converter, the 4-bit weights, XLM-R's tokenizer), so a changed source converts
-anew. Tests (the multilingual_model fixture) and benchmarks (bench_train.py --workload e5-de, step_profile.py)
-call multilingual_e5_small(); two processes asking at once convert once: the second waits on a file lock,
-and the converter writes into a temporary directory that is renamed into place only once complete.
+$NER_ACCEL_MODEL_CACHE/multilingual-e5-small/multilingual-e5-small-<source key>/, by default under
+~/.cache/ner_accel/models. The key hashes the source files (the converter, the 4-bit weights, XLM-R's tokenizer), so
+a changed source converts anew. Tests (the multilingual_model fixture) and benchmarks (bench_train.py --workload
+e5-de, step_profile.py, multilingual.py) call multilingual_e5_small(); two processes asking at once convert once:
+the second waits on a file lock, and the converter writes into a temporary directory that is renamed into place
+only once complete.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ E5_INPUTS = (
     XLMR_TOKENIZER / "tokenizer_config.json",
 )
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+PANX_LABELS = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
 
 
 def missing_sources() -> list[Path]:
@@ -119,6 +123,24 @@ def convert(out: Path) -> None:
             f"converting {E5_SOURCE} failed (exit {done.returncode}, missing {lost or 'nothing'}): "
             f"{(done.stderr or done.stdout).strip()[-2000:]}"
         )
+
+
+def random_weights(source: str, path: Path, seed: int = 42, device: str = "cpu") -> Path:
+    """`source`'s architecture with seeded random weights and PAN-X's labels, saved at `path` with its tokenizer
+    (the xlm-roberta-base shape in ../shared holds a config and a tokenizer, no weights); kept if saved before."""
+    if (path / "model.safetensors").is_file():
+        return path
+    import torch
+    from transformers import AutoTokenizer
+
+    from ner_accel.modeling.loading import load_model
+
+    torch.manual_seed(seed)
+    with torch.device(device):  # random initialisation on a GPU takes milliseconds, on the host seconds
+        model = load_model(source, PANX_LABELS, from_config=True)
+    model.cpu().save_pretrained(path)
+    AutoTokenizer.from_pretrained(source).save_pretrained(path)
+    return path
 
 
 if __name__ == "__main__":

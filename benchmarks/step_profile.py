@@ -5,16 +5,19 @@ batch 24, 5 warm-up and 30 timed steps, at fp32 and at bf16 autocast:
     python benchmarks/step_profile.py
 Any model and data directory:
     python benchmarks/step_profile.py --model DIR --data-dir DIR --steps 30 --warmup 5 --precisions no bf16
+Run as a file it puts the checkout's root and src/ first on the path; `python -m benchmarks.step_profile` (from the
+checkout's root) needs ner_accel installed or PYTHONPATH=src.
 
-The step is ner_accel's own: train.set_up's data (tokenized, length-grouped batches), model (unpadded forward),
-AdamW and schedule under an Accelerator at each precision, then forward_backward, the Accelerator's
-clipping (StepGradients.clip), and the optimizer step with the schedule's step and zero_grad (the "optimizer" phase). Batches
-are collated before the clock starts; a hook on the model splits forward_backward where the model returns its
-loss. On one CPU process the step computes and applies the word embeddings' gradient by rows (gradients.py); what
-the dense update of that matrix would cost is measured with two more fused AdamW instances over one step's dense
-gradients, one over that matrix alone and one over every other parameter. --freeze-word-embeddings (train's
-flag) shows the step without them. Timings are means over the timed steps; on a shared CPU they move with the load
-(printed), and --threads 1 keeps other processes from stalling torch's threads.
+The step is ner_accel's own: train.set_up's data (tokenized, length-grouped batches), model (unpadded forward, the
+word embeddings' used rows trained), AdamW and schedule under an Accelerator at each precision; the micro-batches
+of each step come from train.remaining_steps, as the loop gets them, collated before the clock starts. Each step
+runs the lines of train's loop: forward_backward, `accelerator.clip_grad_norm_` when max_grad_norm is on (train's
+default, 1.0: the "clip" phase), then optimizer step, schedule step and zero_grad (the "optimizer" phase). A hook on the
+model splits forward_backward where the model returns its loss. What the trained embedding rows still cost AdamW
+is measured with two more fused AdamW instances over one step's gradients, one over the trained rows alone and one
+over every other trainable parameter (the frozen full matrix has neither gradient nor moments).
+--freeze-word-embeddings (train's flag) shows the step without them. Timings are means over the timed steps; on a
+shared CPU they move with the load (printed), and --threads 1 keeps other processes from stalling torch's threads.
 """
 
 from __future__ import annotations
@@ -29,8 +32,13 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+if not __package__:  # run as a file: `benchmarks` (the checkout's root) and this checkout's ner_accel (src/) first
+    sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "src")]
+
+from benchmarks.machine import describe, one_line
+from benchmarks.shared_models import SHARED, multilingual_e5_small
+from benchmarks.tokens import TokenCount
+
 PHASES = ("forward", "backward", "clip", "optimizer")
 
 
@@ -46,40 +54,31 @@ class ForwardClock:
         self.ended = time.perf_counter()
 
 
-def training_batches(run, count: int) -> list[dict]:
-    """The first `count` batches the training loop would see (epochs repeat when one is too short)."""
-
-    def epochs():
-        for epoch in itertools.count():
-            run.batches.set_epoch(epoch)
-            run.train_loader.set_epoch(epoch)
-            yield from run.train_loader
-
-    return list(itertools.islice(epochs(), count))
-
-
 def time_steps(config, steps: int, warmup: int) -> dict:
     """Mean milliseconds of each phase of ner_accel's step at the config's precision, over `steps` after `warmup`."""
     import torch
 
-    from ner_accel import train
+    from ner_accel.train import remaining_steps, set_up
+    from ner_accel.training.optimization import forward_backward
+    from ner_accel.training.precision import make_accelerator
 
-    accelerator = train.make_accelerator(config.mixed_precision)
+    accelerator = make_accelerator(config.mixed_precision)
     sync = torch.cuda.synchronize if accelerator.device.type == "cuda" else lambda: None
     torch.manual_seed(config.seed)
-    run = train.set_up(config, accelerator)  # data, model, AdamW, schedule and prepare, as train() does
+    run = set_up(config, accelerator)  # data, model, AdamW, schedule and prepare, as train() does
     model, optimizer, scheduler = run.model, run.optimizer, run.scheduler
     model.train()
-    batches = training_batches(run, warmup + steps)
+    step_batches = list(itertools.islice(remaining_steps(run), warmup + steps))
     clock = ForwardClock(model, sync)
     times = {phase: [] for phase in PHASES}
-    for index, batch in enumerate(batches):
+    for index, micro_batches in enumerate(step_batches):
         sync()
         start = time.perf_counter()
-        train.forward_backward(model, [batch], accelerator)
+        forward_backward(model, micro_batches, accelerator)
         sync()
         backward_end = time.perf_counter()
-        run.gradients.clip(config.max_grad_norm)  # as train's loop does (the embedding's rows, see gradients.py)
+        if config.max_grad_norm:  # train's loop, line for line
+            accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         sync()
         clip_end = time.perf_counter()
         optimizer.step()
@@ -87,51 +86,51 @@ def time_steps(config, steps: int, warmup: int) -> dict:
         optimizer.zero_grad(set_to_none=True)
         sync()
         step_end = time.perf_counter()
-        if index >= warmup:
-            for phase, seconds in zip(
-                PHASES, (clock.ended - start, backward_end - clock.ended, clip_end - backward_end, step_end - clip_end)
-            ):
+        if index >= warmup:  # with accumulation, "forward" ends with the last micro-batch's (earlier backwards in it)
+            ends = (clock.ended - start, backward_end - clock.ended, clip_end - backward_end, step_end - clip_end)
+            for phase, seconds in zip(PHASES, ends):
                 times[phase].append(1000 * seconds)
-    timed = batches[warmup:]
+    timed = step_batches[warmup:]
+    tokens = [TokenCount() for _ in timed]
+    for count, micro_batches in zip(tokens, timed):
+        for batch in micro_batches:
+            count.add(batch["attention_mask"])
     result = {phase: statistics.mean(values) for phase, values in times.items()}
     result["step"] = sum(result[phase] for phase in PHASES)
     result["share"] = {phase: result[phase] / result["step"] for phase in PHASES}
-    result["real_tokens_per_step"] = statistics.mean(int(b["attention_mask"].sum()) for b in timed)
-    result["padded_tokens_per_step"] = statistics.mean(b["attention_mask"].numel() for b in timed)
+    result["real_tokens_per_step"] = statistics.mean(count.read()[0] for count in tokens)
+    result["padded_tokens_per_step"] = statistics.mean(count.read()[1] for count in tokens)
     result["real_tokens_per_s"] = 1000 * result["real_tokens_per_step"] / result["step"]
     result.update(precision=accelerator.mixed_precision, steps=len(timed), warmup=warmup)
     groups = optimizer.param_groups
-    optimizer.state.clear()  # its moments (twice the model's size): the two optimizers below allocate their own
-    embedding = accelerator.unwrap_model(model).get_input_embeddings().weight
-    result["embedding_optimizer"] = (
-        embedding_share(run, groups, batches[-1], warmup, steps) if embedding.requires_grad else None
-    )
+    optimizer.state.clear()  # its moments: the two optimizers below allocate their own
+    result["embedding_optimizer"] = embedding_share(run, groups, step_batches[-1], warmup, steps)
     return result
 
 
-def embedding_share(run, groups: list[dict], batch: dict, warmup: int, steps: int) -> dict:
-    """Fused AdamW over the word-embedding matrix alone vs over every other parameter, on one step's gradients."""
+def embedding_share(run, groups: list[dict], micro_batches: list[dict], warmup: int, steps: int) -> dict | None:
+    """Fused AdamW over the trained word-embedding rows alone vs over every other trainable parameter, on one
+    step's gradients; None when the word embeddings are frozen (no rows are trained)."""
     import torch
 
-    from ner_accel import train
+    from ner_accel.modeling.trained_rows import TRAINED
+    from ner_accel.training.optimization import forward_backward
 
     model, accelerator = run.model, run.accelerator
-
-    embedding = accelerator.unwrap_model(model).get_input_embeddings().weight
+    embeddings = accelerator.unwrap_model(model).get_input_embeddings()
+    rows = getattr(embeddings, TRAINED, None)
+    if rows is None or not rows.requires_grad:
+        return None
     options = {k: v for k, v in groups[0].items() if k in ("lr", "betas", "eps")}
     alone = [
-        {"params": [embedding], "weight_decay": g["weight_decay"]}
-        for g in groups
-        if any(p is embedding for p in g["params"])
+        {"params": [rows], "weight_decay": g["weight_decay"]} for g in groups if any(p is rows for p in g["params"])
     ]
     rest = [
-        {"params": [p for p in g["params"] if p is not embedding], "weight_decay": g["weight_decay"]}
+        {"params": [p for p in g["params"] if p is not rows], "weight_decay": g["weight_decay"]}
         for g in groups
-        if any(p is not embedding for p in g["params"])
+        if any(p is not rows for p in g["params"])
     ]
-    # The dense gradient of the whole matrix, as AdamW would read it without ner_accel's rows (gradients.py).
-    train.StepGradients(accelerator, model, embedding_rows=False)
-    train.forward_backward(model, [batch], accelerator)  # the gradients every timed step below applies
+    forward_backward(model, micro_batches, accelerator)  # the gradients every timed step below applies
     optimizers = {
         "embedding": torch.optim.AdamW(alone, fused=True, **options),
         "rest": torch.optim.AdamW(rest, fused=True, **options),
@@ -148,8 +147,10 @@ def embedding_share(run, groups: list[dict], batch: dict, warmup: int, steps: in
                 times[name].append(1000 * (time.perf_counter() - start))
     result = {name: statistics.mean(values) for name, values in times.items()}
     result["embedding_share"] = result["embedding"] / (result["embedding"] + result["rest"])
-    result["embedding_parameters"] = embedding.numel()
-    result["all_parameters"] = sum(p.numel() for p in model.parameters())
+    result["trained_rows"] = len(rows)
+    result["embedding_parameters"] = rows.numel()  # what AdamW updates of the word embeddings
+    result["embedding_matrix_parameters"] = embeddings.weight.numel()  # the full matrix, frozen
+    result["trainable_parameters"] = sum(p.numel() for g in groups for p in g["params"])
     return result
 
 
@@ -157,9 +158,9 @@ def markdown(report: dict) -> str:
     lines = [
         f"### Step split: {report['settings']}",
         "",
-        f"Machine: {report['machine']}; load average before {report['load_before'][0]:.2f}, "
-        f"after {report['load_after'][0]:.2f}. Mean ms per step over {report['steps']} steps after "
-        f"{report['warmup']} warm-up steps (% of the step).",
+        f"Machine: {one_line(report['machine'])}, {report['machine']['torch_threads']} torch thread(s); load average "
+        f"before {report['load_before'][0]:.2f}, after {report['load_after'][0]:.2f}. Mean ms per step over "
+        f"{report['steps']} steps after {report['warmup']} warm-up steps (% of the step).",
         "",
         "| precision | forward | backward | clip | optimizer | step | real tok/s |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -168,39 +169,25 @@ def markdown(report: dict) -> str:
         cells = " | ".join(f"{run[p]:,.1f} ({100 * run['share'][p]:.0f} %)" for p in PHASES)
         lines.append(f"| {run['precision']} | {cells} | {run['step']:,.1f} | {run['real_tokens_per_s']:,.0f} |")
     if any(run["embedding_optimizer"] for run in report["runs"]):
-        lines += [
-            "",
-            "Fused AdamW over dense gradients (the update without rows), the word-embedding matrix alone vs the rest:",
-            "",
-        ]
+        lines += ["", "Fused AdamW over one step's gradients, the trained word-embedding rows alone vs the rest:", ""]
     for run in report["runs"]:
         e = run["embedding_optimizer"]
         if e is None:
             continue
         lines.append(
-            f"- {run['precision']}: embedding {e['embedding']:,.1f} ms, the rest {e['rest']:,.1f} ms: "
+            f"- {run['precision']}: embedding rows {e['embedding']:,.1f} ms, the rest {e['rest']:,.1f} ms: "
             f"{100 * e['embedding_share']:.0f} % of the optimizer's time for "
-            f"{100 * e['embedding_parameters'] / e['all_parameters']:.0f} % of the parameters"
+            f"{100 * e['embedding_parameters'] / e['trainable_parameters']:.0f} % of the trained parameters "
+            f"({e['trained_rows']:,} rows, {100 * e['embedding_parameters'] / e['embedding_matrix_parameters']:.0f} "
+            "% of the matrix)"
         )
     return "\n".join(lines) + "\n"
-
-
-def machine() -> str:
-    import torch
-
-    cpu = "unknown CPU"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads{gpu}, torch {torch.__version__}"
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model directory (default: multilingual-e5-small from the machine's cache)")
-    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "panx" / "de"))
+    parser.add_argument("--data-dir", default=str(SHARED / "data" / "panx" / "de"))
     parser.add_argument("--train-samples", type=int, default=8000, help="sentences the batches are drawn from")
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--steps", type=int, default=30, help="timed steps")
@@ -218,30 +205,33 @@ def main(argv: list[str] | None = None) -> dict:
 
         torch.set_num_threads(args.threads)
     if args.model is None:
-        from shared_models import multilingual_e5_small  # a sibling script: benchmarks/ is on sys.path
-
         args.model = str(multilingual_e5_small())
 
-    from ner_accel import train
+    from ner_accel.options.train_config import parse_config
+    from ner_accel.rundir.run_lock import release_run_locks
 
     load_before = os.getloadavg()
     runs = []
     with tempfile.TemporaryDirectory() as scratch:
         os.environ["HF_DATASETS_CACHE"] = str(Path(scratch) / "cache")  # tokenized once, not into ~/.cache
         for precision in args.precisions:
-            config = train.parse_config(
+            # As many epochs as steps: remaining_steps then yields every step asked for, however small the data.
+            config = parse_config(
                 ["--model", args.model, "--data-dir", args.data_dir, "--output-dir", scratch, "--run-name", precision]
                 + ["--max-train-samples", str(args.train_samples), "--max-eval-samples", "1"]
                 + ["--per-device-train-batch-size", str(args.batch_size), "--seed", str(args.seed)]
-                + ["--mixed-precision", precision]
+                + ["--num-train-epochs", str(args.warmup + args.steps), "--mixed-precision", precision]
                 + (["--freeze-word-embeddings"] if args.freeze_word_embeddings else [])
             )
             print(f"[step_profile] {precision}: {args.warmup} + {args.steps} steps", file=sys.stderr, flush=True)
-            runs.append(time_steps(config, args.steps, args.warmup))
+            try:
+                runs.append(time_steps(config, args.steps, args.warmup))
+            finally:
+                release_run_locks()  # set_up locked the run directory, as train does
     report = dict(
         settings=f"{Path(args.model).name} on {Path(args.data_dir).name}, batch {args.batch_size}"
         + (", word embeddings frozen" if args.freeze_word_embeddings else ""),
-        machine=machine(),
+        machine=describe(),
         load_before=load_before,
         load_after=os.getloadavg(),
         steps=args.steps,

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from conftest import load_benchmark
 
 from ner_accel.modeling.loading import load_tokenizer
 
-STEP_PROFILE = Path(__file__).resolve().parents[1] / "benchmarks" / "step_profile.py"
-
-
-def load_step_profile():
-    spec = importlib.util.spec_from_file_location("step_profile", STEP_PROFILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_step_profile_splits_every_timed_step(tiny_model, conll_dir, tmp_path):
-    report = load_step_profile().main(
+    report = load_benchmark("step_profile").main(
         ["--model", str(tiny_model), "--data-dir", str(conll_dir), "--batch-size", "2", "--steps", "2"]
         + ["--warmup", "1", "--precisions", "no", "bf16", "--output", str(tmp_path / "split.json")]
     )
@@ -36,5 +25,7 @@ def test_step_profile_splits_every_timed_step(tiny_model, conll_dir, tmp_path):
         # conftest's 5 training sentences in batches of 2: the steps are real batches, not empty ones
         assert 0 < run["real_tokens_per_step"] <= run["padded_tokens_per_step"]
         split = run["embedding_optimizer"]
-        assert split["embedding_parameters"] == vocabulary * 32  # the tiny model's word embeddings, hidden 32
+        # the tiny model's word embeddings (hidden 32): AdamW updates the rows the training data uses, not the matrix
+        assert split["embedding_matrix_parameters"] == vocabulary * 32
+        assert 0 < split["embedding_parameters"] == split["trained_rows"] * 32 < vocabulary * 32
         assert split["embedding"] > 0 and split["rest"] > 0 and 0 < split["embedding_share"] < 1
