@@ -10,6 +10,9 @@ import torch
 from ner_accel import evaluate, predict, train
 from ner_accel.training import precision
 
+# .ci/run also runs these on the AVX2 bf16 kernels of a CPU with native bf16 (they round differently).
+pytestmark = pytest.mark.numerics
+
 
 def test_auto_resolves_to_bf16_only_where_the_cpu_has_it(monkeypatch):
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
