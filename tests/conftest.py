@@ -197,14 +197,14 @@ def run_training(argv: list[str]) -> int:
 
 
 def load_benchmark(name: str):
-    """benchmarks/NAME.py, loaded by path: benchmarks/ is a folder of scripts, not a package."""
-    import importlib.util
+    """benchmarks.NAME (benchmarks/ is a package), imported with the checkout's root on the path."""
+    import importlib
+    import sys
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def load_shared_models():

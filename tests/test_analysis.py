@@ -5,15 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 from accelerate import Accelerator
-from conftest import TRAIN, build_tokenizer
+from conftest import TRAIN
 
 from ner_accel.data.alignment import align_predictions
-from ner_accel.data.batching import make_loader
+from ner_accel.data.batching import SCORING_INPUTS, make_loader
 from ner_accel.data.corpus import to_dataset
-from ner_accel.data.encoding import encode_dataset
+from ner_accel.data.encoding import encode_for_scoring
 from ner_accel.data.readers import read_conll
-from ner_accel.evaluation.analysis import confusion_matrix, error_analysis, loss_by_key, scored_words, worst_sentences
-from ner_accel.evaluation.scoring import collect_predictions, predict_word_tags, score
+from ner_accel.evaluation.analysis import confusion_matrix, error_analysis, loss_by_key, worst_sentences
+from ner_accel.evaluation.scoring import EvaluationSet, collect_predictions, score
+from ner_accel.inference.windows import Windowing
 from ner_accel.modeling.loading import load_model, load_tokenizer
 from ner_accel.training.precision import make_accelerator
 
@@ -65,14 +66,6 @@ def test_error_analysis_bundle():
     assert analysis["labels"] == LABELS
 
 
-def test_scored_words_follow_truncation():
-    tokenizer = build_tokenizer()
-    sentences = [["Angela", "Merkel", "besuchte", "Paris"], ["Paris"]]
-    # [CLS] ang ##ela mer ##kel [SEP] at max_length 6: 'besuchte' and 'Paris' lose every sub-token.
-    assert scored_words(tokenizer, sentences, max_length=6) == [["Angela", "Merkel"], ["Paris"]]
-    assert scored_words(tokenizer, sentences, max_length=64) == sentences
-
-
 def test_word_losses_agree_with_the_model_loss(tiny_model, tmp_path):
     """The mean of the per-word losses is the model's own (token-averaged) cross-entropy on the same words."""
     path = tmp_path / "train.conll"
@@ -80,21 +73,24 @@ def test_word_losses_agree_with_the_model_loss(tiny_model, tmp_path):
     sentences = read_conll(path)
     labels = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
     tokenizer = load_tokenizer(str(tiny_model))
-    rows = encode_dataset(to_dataset(sentences, "de"), tokenizer, labels, 64, False, "de")
+    rows = encode_for_scoring(to_dataset(sentences, "de"), tokenizer, labels, Windowing.of(tokenizer, 64), "de")
     model = load_model(str(tiny_model), labels)
     accelerator = Accelerator(cpu=True)
-    loader = make_loader(rows, tokenizer, batch_size=len(sentences), seed=0, train=False)
+    loader = make_loader(rows, tokenizer, batch_size=len(sentences), seed=0, train=False, columns=SCORING_INPUTS)
     batch = next(iter(loader))
     model.eval()
     with torch.no_grad():
-        expected = model(**batch).loss
+        expected = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+        ).loss
     model, loader = accelerator.prepare(model, loader)
-    found = collect_predictions(model, loader, accelerator, model.config.id2label)
+    evaluation = EvaluationSet(loader, [s["tags"] for s in sentences])
+    found = collect_predictions(model, evaluation, accelerator, model.config.id2label)
     words = [loss for sentence in found.losses for loss in sentence]
     assert len(words) == sum(len(s["tokens"]) for s in sentences)
     torch.testing.assert_close(torch.tensor(sum(words) / len(words)), expected, rtol=1e-5, atol=1e-6)
     assert [len(g) for g in found.gold] == [len(p) for p in found.predicted] == [len(s) for s in found.losses]
-    metrics = score(model, loader, accelerator, model.config.id2label)
+    metrics = score(model, evaluation, accelerator, model.config.id2label)
     assert metrics["sentences"] == len(sentences)
 
 
@@ -105,25 +101,29 @@ def test_bf16_scoring_casts_the_weights_of_each_pass(tiny_model, tmp_path):
     path.write_text(TRAIN, encoding="utf-8")
     labels = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
     tokenizer = load_tokenizer(str(tiny_model))
-    rows = encode_dataset(to_dataset(read_conll(path), "de"), tokenizer, labels, 64, False, "de")
+    sentences = read_conll(path)
+    rows = encode_for_scoring(to_dataset(sentences, "de"), tokenizer, labels, Windowing.of(tokenizer, 64), "de")
     model, reference = load_model(str(tiny_model), labels), load_model(str(tiny_model), labels)
     accelerator = make_accelerator("bf16")
-    model, loader = accelerator.prepare(model, make_loader(rows, tokenizer, batch_size=2, seed=0, train=False))
+    loader = make_loader(rows, tokenizer, batch_size=2, seed=0, train=False, columns=SCORING_INPUTS)
+    model, loader = accelerator.prepare(model, loader)
     id2label = model.config.id2label
+    evaluation = EvaluationSet(loader, [s["tags"] for s in sentences])
 
     def tags_casting_afresh() -> list[list[str]]:
         reference.load_state_dict(model.state_dict())
         reference.eval()
-        tags = []
+        tags = {}
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
             for batch in loader:
                 logits = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                tags += align_predictions(logits.argmax(-1).numpy(), batch["labels"].numpy(), id2label)[0]
-        return tags
+                batch_tags = align_predictions(logits.argmax(-1).numpy(), batch["labels"].numpy(), id2label)[0]
+                tags.update(zip(batch["sentence"].tolist(), batch_tags))  # one window a sentence here
+        return [tags[sentence] for sentence in sorted(tags)]
 
-    first = predict_word_tags(model, loader, accelerator, id2label)[1]
+    first = collect_predictions(model, evaluation, accelerator, id2label).predicted
     assert len(loader) > 1 and first == tags_casting_afresh()
     with torch.no_grad():
         model.classifier.weight.neg_()  # every token's ranking of the labels turns over
-    second = predict_word_tags(model, loader, accelerator, id2label)[1]
+    second = collect_predictions(model, evaluation, accelerator, id2label).predicted
     assert second != first and second == tags_casting_afresh()

@@ -22,10 +22,11 @@ from conftest import TRAIN, VALIDATION, run_training
 from datasets import Dataset
 from safetensors.torch import load_file
 
-from ner_accel.data.batching import make_loader
-from ner_accel.data.encoding import encode_dataset
+from ner_accel.data.batching import SCORING_INPUTS, make_loader
+from ner_accel.data.encoding import encode_for_scoring
 from ner_accel.data.readers import read_conll
-from ner_accel.evaluation.scoring import predict_word_tags, score
+from ner_accel.evaluation.scoring import EvaluationSet, collect_predictions, score
+from ner_accel.inference.windows import Windowing
 from ner_accel.modeling.heads import BertForTokenClassification
 from ner_accel.modeling.loading import load_tokenizer
 
@@ -156,6 +157,7 @@ def two_processes(workdir, tiny_model_no_dropout) -> tuple[Path, subprocess.Comp
 # Training equivalence
 
 
+@pytest.mark.numerics
 def test_two_processes_train_to_the_weights_of_one_process(one_process, two_processes, tiny_model_no_dropout):
     two, _ = two_processes
     assert_same_weights(two, one_process, tiny_model_no_dropout)
@@ -228,19 +230,23 @@ def evaluate_sets(model_dir: str, data_dir: str) -> dict[str, dict]:
     id2label = dict(enumerate(labels))
     words = Dataset.from_list(read_conll(Path(data_dir) / "validation.conll"))
     with accelerator.main_process_first():
-        rows = encode_dataset(words, tokenizer, labels, 16, False, "validation")
+        rows = encode_for_scoring(words, tokenizer, labels, Windowing.of(tokenizer, 16), "validation")
     loaders = [
-        make_loader(rows.select(range(size)), tokenizer, 2 * accelerator.num_processes, seed=0, train=False)
+        make_loader(
+            rows.filter(lambda row, size=size: row["sentence"] < size), tokenizer, 2 * accelerator.num_processes,
+            seed=0, train=False, columns=SCORING_INPUTS,
+        )
         for size in EVAL_SIZES
-    ]
+    ]  # fmt: skip
     model, *loaders = accelerator.prepare(model, *loaders)
     results = {}
     for size, loader in zip(EVAL_SIZES, loaders):
-        gold, predicted = predict_word_tags(model, loader, accelerator, id2label)
+        evaluation = EvaluationSet(loader, list(words["tags"])[:size])
+        found = collect_predictions(model, evaluation, accelerator, id2label)
         results[str(size)] = {
-            "gold": gold,
-            "predicted": predicted,
-            "metrics": score(model, loader, accelerator, id2label),
+            "gold": found.gold,
+            "predicted": found.predicted,
+            "metrics": score(model, evaluation, accelerator, id2label),
         }
     return results
 

@@ -15,8 +15,20 @@ def test_exact_precision_recall_f1_and_per_type():
     assert metrics["recall"] == pytest.approx(0.5)
     assert metrics["f1"] == pytest.approx(0.5)
     assert metrics["support"] == 4
-    assert metrics["per_type"]["PER"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 2}
-    assert metrics["per_type"]["LOC"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert metrics["per_type"]["PER"] == {
+        "precision": 1.0,
+        "recall": 1.0,
+        "f1": 1.0,
+        "support": 2,
+        "f1_interval": [1.0, 1.0],
+    }
+    assert metrics["per_type"]["LOC"] == {
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
+        "support": 1,
+        "f1_interval": [0.0, 0.0],
+    }
     assert metrics["per_type"]["ORG"]["support"] == 1
     assert metrics["per_type"]["ORG"]["precision"] == 0.0
 

@@ -91,11 +91,13 @@ def test_card_of_a_real_run_loads_back_with_its_eval_results(tiny_run):
 
 
 def per_type_rows(text: str) -> dict[str, dict[str, list[str]]]:
-    """{evaluation set name: {type: [precision, recall, f1, support]}} from the card's per-type tables."""
+    """{evaluation set name: {type: [precision, recall, f1, f1 interval, support]}} from the card's per-type tables."""
     tables = {}
     for section in text.split("### Per entity type: ")[1:]:
         name, _, rest = section.partition("\n")
-        rows = re.findall(r"^\| (\w+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| (\d+) \|$", rest, flags=re.MULTILINE)
+        rows = re.findall(
+            r"^\| (\w+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+-[\d.]+) \| (\d+) \|$", rest, flags=re.MULTILINE
+        )
         tables[name] = {row[0]: list(row[1:]) for row in rows}
     return tables
 
@@ -105,7 +107,11 @@ def test_per_type_tables_equal_the_results(tiny_run):
     tables = per_type_rows(model_card_for_run(tiny_run).text)
     assert tables == {
         f"{name} (local files)": {
-            kind: [*(f"{m[k]:.4f}" for k in ("precision", "recall", "f1")), str(m["support"])]
+            kind: [
+                *(f"{m[k]:.4f}" for k in ("precision", "recall", "f1")),
+                "-".join(f"{v:.4f}" for v in m["f1_interval"]),
+                str(m["support"]),
+            ]
             for kind, m in final[name]["per_type"].items()
         }
         for name in ("de", "mydata")

@@ -4,6 +4,8 @@ Texts as arguments (one document each):
     python -m ner_accel.predict --model artifacts/run "Angela Merkel besuchte Paris." "Jeff Dean works at Google."
 A text file (one document per line) or JSON Lines ({"text": ...} per line, other fields kept):
     python -m ner_accel.predict --model artifacts/run --input docs.txt --output entities.jsonl
+Pre-annotations to import into an annotation tool (--format label-studio, doccano or spacy, also for Prodigy):
+    python -m ner_accel.predict --model artifacts/run --input docs.jsonl --format label-studio --output tasks.json
 
 Text is split into words as PAN-X is: at whitespace, with punctuation marks and CJK ideographs words of their own,
 except that hyphens, apostrophes and periods between letters or digits stay inside a word (Baden-Württemberg,
@@ -30,6 +32,8 @@ from tqdm.auto import tqdm
 
 from .data.lines import numbered_lines
 from .errors import UsageError, run_command
+from .inference.decoding import DECODINGS
+from .inference.export_formats import EXPORT_FORMATS, EntityWriter, model_version
 from .inference.tagger import Tagger
 from .options.checks import check_values
 from .options.parsing import CommandParser
@@ -60,20 +64,31 @@ def read_documents(path: Path, text_field: str) -> Iterator[dict]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = CommandParser("predict", __doc__, "--model DIR (TEXT [TEXT ...] | --input FILE) [options]")
     parser.add_argument("texts", nargs="*", help="Texts to tag, one document each.")
-    parser.add_argument("--model", required=True, help="Run directory (with model/) or model directory.")
+    parser.add_argument(
+        "--model", required=True, help="Run directory (with model/), model directory or ONNX export (ner_accel.export)."
+    )
     # Input and output
     parser.add_argument(
         "--input",
         help="Text file (one document a line) or JSON Lines file (.jsonl, .ndjson, .json: objects with --text-field).",
     )
     parser.add_argument("--text-field", default="text", help="Field holding the text in JSON Lines input.")
-    parser.add_argument("--output", help="JSON Lines file to write (default: standard output).")
+    parser.add_argument("--output", help="File to write, in --format (default: standard output).")
+    parser.add_argument(
+        "--format", default="jsonl", choices=EXPORT_FORMATS,
+        help="jsonl: the input rows with their entities; label-studio (a JSON array of tasks with predictions), "
+        "doccano or spacy (JSON Lines, also Prodigy's): pre-annotations to import into the tool.",
+    )  # fmt: skip
     # Runtime
     parser.add_argument("--batch-size", type=int, default=64, help="Windows per forward pass.")
     parser.add_argument(
         "--max-length", type=int, help="Sub-tokens per window (default: the model's limit, at most 512)."
     )
     parser.add_argument("--overlap", type=int, help="Sub-tokens repeated between windows (default: a quarter).")
+    parser.add_argument(
+        "--decode", default="argmax", choices=DECODINGS,
+        help="Tags from word probabilities: argmax, or viterbi (the best IOB2-valid sequence).",
+    )  # fmt: skip
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available).")
     parser.add_argument("--chunk-size", type=int, default=4096, help="Documents read and tagged at a time.")
     parser.add_argument("--trust-remote-code", action="store_true", help="Allow model code from the model directory.")
@@ -118,17 +133,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         documents, field, total = ({"text": text} for text in args.texts), "text", len(args.texts)
     tagger = Tagger.load(
-        args.model, args.max_length, args.overlap, args.batch_size, args.device, args.trust_remote_code
+        args.model, args.max_length, args.overlap, args.batch_size, args.device, args.trust_remote_code, args.decode
     )
     with (
         output_stream(args.output) as output,
         tqdm(total=total, unit="doc", desc="tagging", disable=not args.input) as progress,
     ):
-        count = 0
+        writer, count = EntityWriter(output, args.format, field, model_version(args.model)), 0
         while chunk := list(islice(documents, args.chunk_size)):
             for row, entities in zip(chunk, tagger.tag([row[field] for row in chunk], progress)):
-                output.write(json.dumps({**row, "entities": entities}, ensure_ascii=False) + "\n")
+                writer.write(row, entities)
             count += len(chunk)
+        writer.close()
     return count
 
 

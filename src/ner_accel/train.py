@@ -30,10 +30,9 @@ from .data.batching import LengthGroupedBatches, padding_efficiency
 from .data.corpus import Corpus, load_corpus
 from .data.loaders import build_loaders
 from .errors import Stopped, WriteFailed, run_command
-from .evaluation.scoring import score, score_sets
-from .modeling.loading import load_model, load_tokenizer, resolve_attention
+from .evaluation.scoring import EvaluationSet, score, score_sets
+from .modeling.loading import batch_packing, load_model, load_tokenizer, resolve_attention
 from .modeling.trained_rows import train_only_used_rows, with_full_embedding
-from .modeling.unpadding import UNPADDED
 from .options.train_config import TrainConfig, parse_config
 from .reporting.console import print_results, print_summary, setup_logging
 from .reporting.html_report import render_html
@@ -44,6 +43,7 @@ from .rundir.artifacts import CONFIG_FILE, MODEL_DIR, RUN_REPORT, check_run_dir,
 from .rundir.checkpoint import Checkpoints, load_trainer_state, resolve_resume, resume_hint
 from .rundir.files import check_output_dir, write_json
 from .rundir.run_lock import lock_run_dir, release_run_locks
+from .training.compilation import compile_layers
 from .training.optimization import LossMeter, build_optimizer, forward_backward, optimizer_steps
 from .training.phases import Phases
 from .training.precision import make_accelerator
@@ -56,7 +56,7 @@ logger = get_logger("ner_accel")
 def train(config: TrainConfig) -> dict:
     """Run the whole job; return the final metrics."""
     trackers = resolve_trackers(config.report_to)
-    accelerator = make_accelerator(config.mixed_precision, log_with=trackers, project_dir=config.run_dir / "logs")
+    accelerator = make_accelerator(config.mixed_precision, trackers, config.run_dir / "logs", config.non_blocking)
     console = setup_logging(accelerator)
     set_seed(config.seed)
     run = set_up(config, accelerator)
@@ -65,7 +65,7 @@ def train(config: TrainConfig) -> dict:
         start_tracking(accelerator, config.run_dir.name, resolved_config(run), state.step)
     # A two-batch evaluation first: an evaluation bug fails at step 0, not after the first epoch.
     with phase("evaluate"):
-        score(model, next(iter(run.eval_loaders.values())), accelerator, run.id2label, max_batches=2)
+        score(model, next(iter(run.eval_sets.values())), accelerator, run.id2label, config.decode, max_batches=2)
 
     losses = LossMeter(accelerator, state.unlogged_loss, state.unlogged_steps)
     progress = tqdm(
@@ -117,7 +117,7 @@ class Run:
     scheduler: object  # accelerate's AcceleratedScheduler around transformers' schedule
     train_loader: object  # prepared: this process's slice of each global batch
     batches: LengthGroupedBatches  # the global batches of each epoch, from (seed, epoch)
-    eval_loaders: dict  # validation set name -> prepared loader
+    eval_sets: dict[str, EvaluationSet]  # validation set name -> its prepared loader and gold tags
     checkpoints: Checkpoints
     state: TrainerState
     id2label: dict[int, str]
@@ -146,7 +146,7 @@ def set_up(config: TrainConfig, accelerator: Accelerator) -> Run:
     state = state or TrainerState(labels=corpus.labels, settings=settings)
     attention = resolve_attention(config.attention, accelerator.device.type)
     with phases("tokenize"):
-        loaders = build_loaders(config, accelerator, tokenizer, corpus, pack=attention == UNPADDED)
+        loaders = build_loaders(config, accelerator, tokenizer, corpus, pack=batch_packing(attention, config.compile))
 
     model = load_model(config.model, corpus.labels, config.trust_remote_code, attention=attention)
     id2label = model.config.id2label  # read before prepare wraps the model (DDP, FSDP)
@@ -155,6 +155,7 @@ def set_up(config: TrainConfig, accelerator: Accelerator) -> Run:
     else:  # only the rows the training data looks up are trained (and have AdamW moments): modeling/trained_rows.py
         trained = train_only_used_rows(model, loaders.train_token_ids)
         logger.info(f"word embeddings: {trained:,} of {model.config.vocab_size:,} rows trained (the training data's)")
+    compile_layers(model, config.compile, accelerator.device.type)  # --compile: the encoder layer, in place
     optimizer = build_optimizer(model, config.learning_rate, config.weight_decay, config.layer_lr_decay)
     steps_per_epoch = math.ceil(len(loaders.train) / config.gradient_accumulation_steps)
     total_steps = steps_per_epoch * config.num_train_epochs
@@ -166,11 +167,12 @@ def set_up(config: TrainConfig, accelerator: Accelerator) -> Run:
     model, optimizer, train_loader, scheduler, *eval_loaders = accelerator.prepare(
         model, optimizer, loaders.train, scheduler, *loaders.validation.values()
     )
-    checkpoints = Checkpoints(run_dir, config.keep_checkpoints, keep_best=config.load_best)
+    # A checkpoint holds what training changes: the frozen full embedding matrix is --model's (its sha256 is kept).
+    checkpoints = Checkpoints(run_dir, config.keep_checkpoints, keep_best=config.load_best, leave_out_frozen=True)
     if config.overwrite and not resume_from:  # only now, once data and model have loaded without error
         checkpoints.clear(accelerator)
     if resume_from:
-        accelerator.load_state(str(resume_from))
+        checkpoints.load(accelerator, resume_from)
         logger.info(f"resumed from {resume_from} at step {state.step} (epoch {state.epoch + 1}, "
                     f"batch {state.batches_in_epoch})")  # fmt: skip
     run = Run(
@@ -183,7 +185,10 @@ def set_up(config: TrainConfig, accelerator: Accelerator) -> Run:
         scheduler=scheduler,
         train_loader=train_loader,
         batches=batches,
-        eval_loaders=dict(zip(loaders.validation, eval_loaders)),
+        eval_sets={
+            name: EvaluationSet(loader, loaders.validation_gold[name])
+            for name, loader in zip(loaders.validation, eval_loaders)
+        },
         checkpoints=checkpoints,
         state=state,
         id2label=id2label,
@@ -240,7 +245,7 @@ def log_training(run: Run, losses: LossMeter, progress: tqdm) -> None:
 def validate(run: Run, losses: LossMeter, console: Console) -> None:
     """Score every validation set, record the result and the best F1, and checkpoint (never a diverged model)."""
     with run.phases("evaluate"):
-        results = score_sets(run.model, run.eval_loaders, run.accelerator, run.id2label)
+        results = score_sets(run.model, run.eval_sets, run.accelerator, run.id2label, run.config.decode)
     run.state.record_evaluation(results)
     print_results(results, console, run.accelerator, f"step {run.state.step}")
     run.accelerator.log(evaluation_scalars(results), step=run.state.step)
@@ -268,7 +273,7 @@ def finish(run: Run, losses: LossMeter, console: Console) -> dict:
         validate(run, losses, console)
     final_step = state.step
     if config.load_best and state.best_step is not None:
-        accelerator.load_state(str(run.checkpoints.path(state.best_step)))
+        run.checkpoints.load(accelerator, run.checkpoints.path(state.best_step))
         final_step = state.best_step
     final = state.evaluations()[final_step]
     model_dir = config.run_dir / MODEL_DIR
@@ -281,7 +286,7 @@ def finish(run: Run, losses: LossMeter, console: Console) -> dict:
             write_json(config.run_dir / CONFIG_FILE, resolved)
             model = accelerator.unwrap_model(run.model)
             save_final(
-                config.run_dir, model, run.tokenizer, state.history, final, state_dict, run.phases.seconds,
+                config.run_dir, model, run.tokenizer, state.history, final, state_dict, run.phases.finished(),
                 card=lambda files: model_card(model_dir, resolved, final, repo_id=config.push_to_hub, files=files),
                 html=render_html(training={"evaluations": state.history, "final": final}, title=config.run_dir.name),
             )  # fmt: skip

@@ -7,10 +7,12 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorForTokenClassification
 
-from ..modeling.unpadding import Packing
+from ..modeling.unpadding import Packer
 from .alignment import IGNORE
 
 MODEL_INPUTS = ["input_ids", "attention_mask", "labels"]
+# Scoring rows also say which word of which sentence each labelled position is (data/encoding.encode_for_scoring).
+SCORING_INPUTS = [*MODEL_INPUTS, "word_index", "sentence"]
 # Batches per sorted group. PAN-X.en, 8,000 sentences, batch 24 (MiniLM tokenizer): real/padded tokens 0.379 for
 # random batches, 0.860 for groups of 64, 0.881 for 128, 0.901 for one global sort (BENCHMARKS.md).
 # 128 keeps most of the gain of a global sort while batches still mix sentences from across a 3,072-sentence pool.
@@ -95,16 +97,28 @@ class WithFillers(torch.utils.data.Dataset):
 class Collator:
     """Pads a batch's rows (transformers' token-classification collator: labels padded with -100) and, for a model
     that runs packed, adds where their real tokens sit (`packing`), computed here on the host so the forward never
-    reads it back from the device."""
+    reads it back from the device. pack: True (Packer()) or a Packer (token-count buckets: unpadding.py)."""
 
-    def __init__(self, tokenizer, pad_to_multiple_of: int | None = None, pack: bool = False) -> None:
+    def __init__(self, tokenizer, pad_to_multiple_of: int | None = None, pack: bool | Packer | None = False) -> None:
         self.pad = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
-        self.pack = pack
+        self.pack = Packer() if pack is True else pack or None
 
     def __call__(self, rows: list[dict]) -> dict:
+        word_index = [row.pop("word_index") for row in rows] if "word_index" in rows[0] else None
+        sentence = [row.pop("sentence") for row in rows] if "sentence" in rows[0] else None
         batch = self.pad(rows)
+        lengths = [len(row["input_ids"]) for row in rows]
+        if self.pack and self.pack.token_buckets and sum(lengths) == batch["input_ids"].numel():
+            for name, value in batch.items():  # one pad column: the position the filler tokens copy
+                pad = {"input_ids": self.pad.tokenizer.pad_token_id or 0, "labels": IGNORE}.get(name, 0)
+                batch[name] = torch.nn.functional.pad(value, (0, 1), value=pad)
+        if word_index is not None:  # padded like the labels, which it sits beside
+            width = batch["input_ids"].shape[1]
+            batch["word_index"] = torch.tensor([w + [IGNORE] * (width - len(w)) for w in word_index])
+        if sentence is not None:
+            batch["sentence"] = torch.tensor(sentence)
         if self.pack:
-            batch["packing"] = Packing.of_lengths([len(row["input_ids"]) for row in rows], batch["input_ids"].shape[1])
+            batch["packing"] = self.pack(lengths, batch["input_ids"].shape[1])
         return batch
 
 
@@ -134,10 +148,11 @@ def make_loader(
     pad_to_multiple_of: int | None = None,
     num_workers: int = 0,
     accumulation: int = 1,
-    pack: bool = False,
+    pack: bool | Packer | None = False,
+    columns: list[str] = MODEL_INPUTS,
 ) -> DataLoader:
     """A DataLoader over encoded rows with global batches of `batch_size` (all processes together); `pack`: the
-    batches carry their packing, for a model with the UNPADDED attention."""
+    batches carry their packing (a Packer: how), for a model with the UNPADDED attention."""
     sampler = LengthGroupedBatches(
         data["length"],
         batch_size,
@@ -147,7 +162,7 @@ def make_loader(
         fill_last=train and num_processes > 1,
         accumulation=accumulation if train else 1,
     )
-    rows = data.select_columns(MODEL_INPUTS)
+    rows = data.select_columns(columns)
     collate = Collator(tokenizer, pad_to_multiple_of, pack)
     return DataLoader(
         WithFillers(rows) if train else rows,

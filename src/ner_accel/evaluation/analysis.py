@@ -5,16 +5,6 @@ from __future__ import annotations
 from collections import defaultdict
 
 
-def scored_words(tokenizer, sentences: list[list[str]], max_length: int) -> list[list[str]]:
-    """The words of each sentence that keep a sub-token after tokenization and truncation (the scored ones)."""
-    encoded = tokenizer(sentences, is_split_into_words=True, truncation=True, max_length=max_length)
-    kept = []
-    for row, words in enumerate(sentences):
-        indices = sorted({w for w in encoded.word_ids(row) if w is not None})
-        kept.append([words[i] for i in indices])
-    return kept
-
-
 def worst_sentences(
     words: list[list[str]], gold: list[list[str]], predicted: list[list[str]], losses: list[list[float]], n: int
 ) -> list[dict]:

@@ -16,6 +16,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from ..data.corpus import CorpusOptions
+from ..data.readers import READ_HELP
 from ..errors import UsageError
 from ..reporting.tracking import REPORT_TO_CHOICES, resolve_trackers
 from .checks import check_values
@@ -61,16 +62,32 @@ class TrainConfig:
         default="auto",
         metadata={"help": "Tag scheme of --data-dir files (auto: detected per file); read as IOB2 whatever it is."},
     )
+    token_column: str | None = field(default=None, metadata={"help": READ_HELP["token_column"]})
+    tag_column: str | None = field(default=None, metadata={"help": READ_HELP["tag_column"]})
+    annotator: str | None = field(default=None, metadata={"help": READ_HELP["annotator"]})
+    snap_spans: bool = field(default=False, metadata={"help": READ_HELP["snap_spans"]})
+    nested_spans: Literal["refuse", "outer", "inner"] = field(
+        default="refuse", metadata={"help": READ_HELP["nested_spans"]}
+    )
     label_all_tokens: bool = field(
         default=False,
         metadata={"help": "Label every sub-token of a word (continuations become I-), not only the first."},
     )
-    attention: Literal["auto", "ner_accel_unpadded", "sdpa", "eager", "flash_attention_2"] = field(
+    attention: Literal["auto", "ner_accel_unpadded", "ner_accel_varlen", "sdpa", "eager", "flash_attention_2"] = field(
         default="auto",
         metadata={
             "help": "ner_accel_unpadded: every layer but attention on real tokens only (same results, less work); "
-            "sdpa or eager: transformers' padded model; flash_attention_2 where the flash-attn package is installed; "
-            "auto: sdpa on CUDA (faster there, see BENCHMARKS.md), ner_accel_unpadded elsewhere."
+            "ner_accel_varlen: the same, attended by torch's varlen_attn on CUDA at bf16/fp16 without attention "
+            "dropout (evaluation; training keeps the buckets while the model has attention dropout), not measured "
+            "on a GPU yet; sdpa or eager: transformers' padded model; flash_attention_2 where the flash-attn package "
+            "is installed; auto: sdpa on CUDA (faster there, see BENCHMARKS.md), ner_accel_unpadded elsewhere."
+        },
+    )
+    decode: Literal["argmax", "viterbi"] = field(
+        default="argmax",
+        metadata={
+            "help": "How validation reads tags from the word-level label probabilities: each word's most probable "
+            "(argmax), or the most probable sequence IOB2 allows (viterbi: no I-X after O or another type)."
         },
     )
     trust_remote_code: bool = field(
@@ -123,6 +140,18 @@ class TrainConfig:
         default=True, metadata={"help": "Batch sentences of similar length together (same data, less padding)."}
     )
     dataloader_num_workers: int = field(default=0, metadata={"help": "Worker processes for collation."})
+    compile: Literal["off", "regions", "graphs"] = field(
+        default="off",
+        metadata={
+            "help": "regions: torch.compile the encoder layer in place (compiled once, shared by every layer), with "
+            "packed rows topped up to a few token counts (changes the dropout stream); graphs: the same with CUDA "
+            "graphs (mode reduce-overhead) on CUDA. Off until measured on a GPU (BENCHMARKS.md)."
+        },
+    )
+    non_blocking: bool = field(
+        default=False,
+        metadata={"help": "Copy batches to the GPU from pinned memory without waiting (accelerate's non_blocking)."},
+    )
 
     # Logging, evaluation and artifacts
     output_dir: str = field(default="artifacts", metadata={"help": "Runs are written to <output-dir>/<run-name>/."})
@@ -148,8 +177,11 @@ class TrainConfig:
         default=None, metadata={"help": "Save a resumable checkpoint every N optimizer steps (and at each epoch end)."}
     )
     keep_checkpoints: int = field(
-        default=1,
-        metadata={"help": "Keep the last K checkpoints (resume needs one; with --load-best the best is kept too)."},
+        default=2,
+        metadata={
+            "help": "Keep the last K checkpoints that verify (2: one to fall back on if the newest is damaged; "
+            "with --load-best the best is kept too)."
+        },
     )
     load_best: bool = field(default=False, metadata={"help": "Make the final model the best by validation F1."})
     patience: int | None = field(default=None, metadata={"help": "Stop after N evaluations without a better F1."})
@@ -171,7 +203,9 @@ class TrainConfig:
     def loop_settings(self, num_processes: int) -> dict:
         """What fixes the sequence of batches and the learning-rate schedule: a checkpoint resumes only under
         the same values, so that the resumed run is the run that was interrupted."""
-        source = ["data_dir"] if self.data_dir else ["dataset", "languages"]
+        # Local files: how they are read decides the sentences too (columns, annotator, spans).
+        reading = ["tag_scheme", "token_column", "tag_column", "annotator", "snap_spans", "nested_spans"]
+        source = ["data_dir", *reading] if self.data_dir else ["dataset", "languages"]
         names = [
             *source, "language_fractions", "max_train_samples", "max_length", "label_all_tokens",
             "seed", "group_by_length", "per_device_train_batch_size", "gradient_accumulation_steps",

@@ -93,19 +93,38 @@ def print_analysis(console: Console, model_name: str, results: dict[str, dict], 
 # Tables
 
 
+def interval(values: dict) -> str:
+    """The F1's 95 % bootstrap interval, as the tables show it."""
+    low, high = values.get("f1_interval") or (float("nan"), float("nan"))
+    return f"{low:.4f}-{high:.4f}"
+
+
 def metrics_table(metrics: dict, title: str) -> Table:
-    """Rich table: one row per entity type, then the overall (micro) row."""
+    """Rich table: one row per entity type, then the overall (micro) row; support: the gold entities."""
     table = Table(title=title)
-    for column in ("entity", "precision", "recall", "f1", "support"):
+    for column in ("entity", "precision", "recall", "f1", "f1 95% interval", "gold entities"):
         table.add_column(column, justify="left" if column == "entity" else "right")
     rows = [*sorted(metrics["per_type"].items()), ("overall", metrics)]
     for name, values in rows:
         table.add_row(
             name,
             *(f"{values[k]:.4f}" for k in ("precision", "recall", "f1")),
+            interval(values),
             str(values["support"]),
             style="bold" if name == "overall" else None,
         )
+    return table
+
+
+def comparison_table(comparison: dict[str, dict], title: str) -> Table:
+    """Rich table: per evaluation set, each model's F1, the difference with its paired 95 % interval, the p-value."""
+    table = Table(title=title)
+    for column in ("set", "F1 first", "F1 second", "difference", "95% interval", "p-value", "sentences"):
+        table.add_column(column, justify="left" if column == "set" else "right")
+    for name, c in comparison.items():
+        low, high = c["interval"]
+        table.add_row(name, f"{c['f1_first']:.4f}", f"{c['f1_second']:.4f}", f"{c['difference']:+.4f}",
+                      f"{low:+.4f} to {high:+.4f}", f"{c['p_value']:.4f}", str(c["sentences"]))  # fmt: skip
     return table
 
 
@@ -114,15 +133,15 @@ def language_table(results: dict[str, dict], title: str) -> Table:
     types = sorted({kind for metrics in results.values() for kind in metrics["per_type"]})
     table = Table(title=title)
     table.add_column("language")
-    for column in (*types, "precision", "recall", "f1", "sentences"):
+    for column in (*types, "precision", "recall", "f1", "f1 95% interval", "sentences"):
         table.add_column(column, justify="right")
     for name, metrics in results.items():
         per_type = [f"{metrics['per_type'][k]['f1']:.4f}" if k in metrics["per_type"] else "-" for k in types]
         overall = [f"{metrics[k]:.4f}" for k in ("precision", "recall", "f1")]
-        table.add_row(name, *per_type, *overall, str(metrics["sentences"]))
+        table.add_row(name, *per_type, *overall, interval(metrics), str(metrics["sentences"]))
     if len(results) > 1:
         mean = sum(m["f1"] for m in results.values()) / len(results)
-        table.add_row("mean", *[""] * (len(types) + 2), f"{mean:.4f}", "", style="bold")
+        table.add_row("mean", *[""] * (len(types) + 2), f"{mean:.4f}", "", "", style="bold")
     return table
 
 

@@ -152,8 +152,15 @@ def learning_curves(history: list[dict]) -> str:
     return f'<div class="grid">{"".join(figures)}</div>' if figures else "<p>No logged steps.</p>"
 
 
+def f1_interval(values: dict) -> str:
+    """The F1's 95 % bootstrap interval over sentences ('-' for metrics written before intervals)."""
+    interval = values.get("f1_interval")
+    return f"{interval[0]:.3f}&ndash;{interval[1]:.3f}" if interval else "-"
+
+
 def scores(results: dict) -> str:
-    """One table per language: precision, recall, F1 (with a bar) and support per entity type, then overall."""
+    """One table per language: precision, recall, F1 (with a bar, and its 95 % interval) and the gold entities per
+    entity type, then overall."""
     tables = []
     for name, metrics in per_language(results).items():
         rows = [*((escape(str(kind)), values, "") for kind, values in sorted(metrics.get("per_type", {}).items()))]
@@ -161,13 +168,14 @@ def scores(results: dict) -> str:
         body = "".join(
             f"<tr{attrs}><th>{kind}</th>"
             f"<td>{v['precision']:.3f}</td><td>{v['recall']:.3f}</td>"
-            f'<td class="bar" style="--v:{v["f1"]:.4f}">{v["f1"]:.3f}</td><td>{v["support"]}</td></tr>'
+            f'<td class="bar" style="--v:{v["f1"]:.4f}">{v["f1"]:.3f}</td><td>{f1_interval(v)}</td>'
+            f"<td>{v['support']}</td></tr>"
             for kind, v, attrs in rows
         )
         sentences = f", {metrics['sentences']} sentences" if "sentences" in metrics else ""
         tables.append(
             f"<table><caption>{escape(str(name))}{sentences}</caption><tr><th>entity</th><th>precision</th>"
-            f"<th>recall</th><th>F1</th><th>support</th></tr>{body}</table>"
+            f"<th>recall</th><th>F1</th><th>95% interval</th><th>gold entities</th></tr>{body}</table>"
         )
     mean = f"<p>mean F1 over the languages: <b>{results['mean_f1']:.4f}</b></p>" if "mean_f1" in results else ""
     return f'<div class="grid">{"".join(tables)}</div>{mean}'

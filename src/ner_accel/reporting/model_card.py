@@ -117,26 +117,39 @@ def word_aware_tokenizer(model_dir: Path) -> bool:
     return CONTINUATION_PREFIX.search(raw) is not None
 
 
+def interval(metrics: dict) -> str:
+    low, high = metrics.get("f1_interval") or ("-", "-")
+    return f"{low:.4f}-{high:.4f}" if isinstance(low, float) else "-"
+
+
 def results_section(sets: list[dict], results: dict, split: str) -> str:
     lines = [
         f"Entity-level micro precision, recall and F1 (seqeval's default mode, one tag per word) on the {split} split.",
         "",
-        "| evaluation set | precision | recall | F1 | entities | sentences |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| evaluation set | precision | recall | F1 | F1 95% interval | entities | sentences |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for s in sets:
         m = results[s["key"]]
         lines.append(
-            f"| {s['name']} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} | "
-            f"{m.get('sentences', '-')} |"
+            f"| {s['name']} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {interval(m)} | "
+            f"{m['support']} | {m.get('sentences', '-')} |"
         )
     if "mean_f1" in results:
-        lines.append(f"| mean over {len(sets)} sets | | | {results['mean_f1']:.4f} | | |")
+        lines.append(f"| mean over {len(sets)} sets | | | {results['mean_f1']:.4f} | | | |")
     for s in sets:
-        lines += ["", f"### Per entity type: {s['name']}", "", "| type | precision | recall | F1 | support |"]
-        lines.append("|---|---:|---:|---:|---:|")
+        lines += [
+            "",
+            f"### Per entity type: {s['name']}",
+            "",
+            "| type | precision | recall | F1 | F1 95% interval | support |",
+        ]
+        lines.append("|---|---:|---:|---:|---:|---:|")
         for kind, m in sorted(results[s["key"]]["per_type"].items()):
-            lines.append(f"| {kind} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |")
+            lines.append(
+                f"| {kind} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {interval(m)} | {m['support']} |"
+            )
+    lines += ["", "Intervals: 95 % percentile bootstrap over sentences (1,000 resamples); entities: gold entities."]
     return "\n".join(lines)
 
 

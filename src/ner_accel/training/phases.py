@@ -29,3 +29,8 @@ class Phases:
             self.seconds[name] += elapsed
             if self.open:
                 self.seconds[self.open[-1]] -= elapsed
+
+    def finished(self) -> dict[str, float]:
+        """The seconds of the phases that have ended (the final save, still running when metrics.json is written,
+        is left out of it)."""
+        return {name: seconds for name, seconds in self.seconds.items() if name not in self.open}
