@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 import torch
 from conftest import run_training
 from safetensors.torch import load_file
@@ -14,9 +13,6 @@ from test_train import tiny_args
 
 from ner_accel.modeling.heads import BertForTokenClassification
 from ner_accel.training.compilation import compile_layers, encoder_layers
-
-# .ci/run also runs these on the AVX2 bf16 kernels of a CPU with native bf16 (they round differently).
-pytestmark = pytest.mark.numerics
 
 
 def test_compile_layers_compiles_each_encoder_layer_in_place(tiny_model):
