@@ -152,6 +152,15 @@ def paired(args, first: dict, second: dict) -> dict:
     return comparisons
 
 
+def pair_with_reference(args, seed_runs: list[dict]) -> None:
+    """--compare: each ner_accel run of one seed against the seed's Trainer (or seed_recipe) run, same sentences."""
+    reference = next((r for r in seed_runs if r["config"] in REFERENCES and "results" in r), None)
+    for run in seed_runs:
+        if reference is not None and run is not reference and run["flags"] is not None and "results" in run:
+            pairs = {reference["config"]: paired(args, reference["results"], run["results"])}
+            run["paired_with"] = {**run.get("paired_with", {}), **pairs}
+
+
 HYPER_PARAMETERS = ("learning_rate", "weight_decay", "lr_scheduler_type", "warmup_ratio", "warmup_steps",
                     "layer_lr_decay", "freeze_word_embeddings", "group_by_length", "max_grad_norm")  # fmt: skip
 
@@ -468,12 +477,6 @@ def main(argv: list[str] | None = None) -> dict | None:
                     derived["f1"] = {language: results[language]["f1"] for language in args.eval_languages}
                     derived["paired_with"] = {config: paired(args, result["results"], results)}
                     found[f"{config}+{decode}"] = derived
-                if args.compare and flags is not None:
-                    reference = next((r for r in runs if r["seed"] == seed and r["config"] in REFERENCES), None)
-                    for derived in found.values():
-                        if reference is not None and "results" in reference:
-                            pairs = {reference["config"]: paired(args, reference["results"], derived["results"])}
-                            derived["paired_with"] = {**derived.get("paired_with", {}), **pairs}
                 for derived_config, derived in found.items():
                     derived["f1"]["mean"] = statistics.fmean(derived["f1"][c] for c in args.eval_languages)
                     runs.append(
@@ -492,6 +495,9 @@ def main(argv: list[str] | None = None) -> dict | None:
                     print(f"[multilingual] {json.dumps(strip_results(runs[-1]))}", file=sys.stderr, flush=True)
                 if args.keep_models and model.is_dir():
                     shutil.move(str(model), str(Path(args.keep_models) / name))
+                report = write_report(args, runs, started)
+            if args.compare:  # once the seed's runs are all in, whatever order they ran in
+                pair_with_reference(args, [r for r in runs if r["seed"] == seed])
                 report = write_report(args, runs, started)
             shutil.rmtree(Path(scratch) / "runs", ignore_errors=True)
     print(markdown(report))

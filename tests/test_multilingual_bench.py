@@ -19,14 +19,19 @@ def test_multilingual_bench_end_to_end(tmp_path, tiny_model):
     output = tmp_path / "out" / "trials.json"
     argv = ["--model", str(tiny_model), "--data-root", str(root), "--train-languages", "de", "fr"]
     argv += ["--train-samples", "4", "--epochs", "1", "--batch-size", "2", "--seeds", "7", "--threads", "1"]
-    argv += ["--configs", "trainer", "lr=--learning-rate 1e-4", "--output", str(output)]
-    report = load_benchmark("multilingual").main(argv)
+    argv += ["--configs", "lr=--learning-rate 1e-4", "trainer", "--output", str(output)]
+    report = load_benchmark("multilingual").main([*argv, "--compare"])  # the Trainer runs last: paired all the same
 
     saved = json.loads(output.read_text())
     assert saved["columns"] == ["de", "fr", "en", "mean"] == report["columns"]
     assert saved["workload"]["train_sentences"] == {"de": 4, "fr": 4}
     runs = {r["config"]: r for r in saved["runs"]}
-    assert list(runs) == ["trainer", "lr"] and runs["trainer"]["flags"] is None
+    assert list(runs) == ["lr", "trainer"] and runs["trainer"]["flags"] is None
+    compared = runs["lr"]["paired_with"]["trainer"]  # --compare: on the same sentences, per language
+    assert compared.keys() == {"de", "fr", "en"} and all(-1 <= c["difference"] <= 1 for c in compared.values())
+    assert all(
+        c["interval"][0] <= c["difference"] <= c["interval"][1] and 0 < c["p_value"] <= 1 for c in compared.values()
+    )
     assert runs["lr"]["flags"] == "--learning-rate 1e-4" and runs["lr"]["hyper_parameters"]["learning_rate"] == 1e-4
     for run in runs.values():
         assert run["seed"] == 7 and run["epochs"] == 1 and run["train_languages"] == ["de", "fr"]
@@ -44,5 +49,5 @@ def test_multilingual_bench_end_to_end(tmp_path, tiny_model):
     # --resume keeps every earlier run (configurations not asked again too) and runs only what is missing.
     again = load_benchmark("multilingual").main([*argv[: argv.index("--configs")], "--resume", "--output", str(output),
                                               "--configs", "lr=--learning-rate 1e-4", "warm=--warmup-ratio 0.5"])  # fmt: skip
-    assert [r["config"] for r in again["runs"]] == ["trainer", "lr", "warm"]
+    assert [r["config"] for r in again["runs"]] == ["lr", "trainer", "warm"]
     assert again["runs"][:2] == saved["runs"] and "vs_trainer" in again["summary"]["warm"]
