@@ -28,6 +28,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from conftest import TRAIN, VALIDATION, run_training
 from safetensors.torch import load_file
+from test_distributed import sentences  # the same seeded corpus as the 2-process equivalence tests
 
 from ner_accel.errors import UsageError
 from ner_accel.modeling.heads import BertForTokenClassification
@@ -43,19 +44,6 @@ DEADLINE = 300  # seconds any one command may take, on a loaded CI machine
 
 # ---------------------------------------------------------------------------------------------------------------
 # Helpers
-
-
-def sentences(count: int, seed: int) -> str:
-    """CoNLL text of `count` sentences, each a run of 1 to 14 consecutive words of the fixture corpus."""
-    pool = [line.split("\t") for line in (TRAIN + VALIDATION).splitlines() if "\t" in line and "DOCSTART" not in line]
-    rng = random.Random(seed)
-    blocks = []
-    for _ in range(count):
-        start, size = rng.randrange(len(pool)), rng.randint(1, 14)
-        words = [pool[(start + i) % len(pool)] for i in range(size)]
-        words = [(w, "B-" + t[2:] if i == 0 and t.startswith("I-") else t) for i, (w, t) in enumerate(words)]
-        blocks.append("\n".join(f"{w}\t{t}" for w, t in words))
-    return "\n\n".join(blocks) + "\n"
 
 
 def write_corpus(directory: Path, train: int, validation: int) -> Path:
