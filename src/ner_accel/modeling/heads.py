@@ -59,13 +59,16 @@ class EncoderForTokenClassification:
             outputs = encoder(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs)
             packing = None
         else:
-            outputs = encoder(
-                packing.pack(input_ids),
+            # The body's embeddings, then its layers, called here rather than through its forward: a packed row has
+            # no mask (attention reads the sentences' bounds from `packing`), and the forward would build one, which
+            # since transformers 5.25 scans the position ids for packed sequences and reads the verdict back to the
+            # host (a sync per step).
+            embedded = encoder.embeddings(
+                input_ids=packing.pack(input_ids),
                 token_type_ids=None if token_type_ids is None else packing.pack(token_type_ids),
                 position_ids=packing.pack(self.padded_position_ids(input_ids)),
-                packing=packing,
-                **kwargs,
             )
+            outputs = encoder.encoder(embedded, attention_mask=None, packing=packing, **kwargs)
             labels = None if labels is None else packing.pack(labels)
         logits = self.classifier(self.dropout(outputs[0]))
         loss = None
