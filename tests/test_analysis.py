@@ -121,9 +121,9 @@ def test_bf16_scoring_casts_the_weights_of_each_pass(tiny_model, tmp_path):
                 tags.update(zip(batch["sentence"].tolist(), batch_tags))  # one window a sentence here
         return [tags[sentence] for sentence in sorted(tags)]
 
-    first = collect_predictions(model, evaluation, accelerator, id2label).predicted
+    first = collect_predictions(model, evaluation, accelerator, id2label, "argmax").predicted  # as the reference
     assert len(loader) > 1 and first == tags_casting_afresh()
     with torch.no_grad():
         model.classifier.weight.neg_()  # every token's ranking of the labels turns over
-    second = collect_predictions(model, evaluation, accelerator, id2label).predicted
+    second = collect_predictions(model, evaluation, accelerator, id2label, "argmax").predicted
     assert second != first and second == tags_casting_afresh()

@@ -22,6 +22,7 @@ from transformers import DataCollatorForTokenClassification
 
 from ner_accel.data.encoding import encode_batch
 from ner_accel.data.readers import read_conll
+from ner_accel.inference.decoding import decode
 from ner_accel.inference.words import split_words
 from ner_accel.modeling.loading import load_model, load_tokenizer
 from ner_accel.modeling.unpadding import Packing
@@ -248,15 +249,21 @@ def as_text(tokens: list[str]) -> tuple[str, list[int], list[int]]:
 
 
 def evaluation_entities(tagger: Tagger, tokens: list[str]) -> list[tuple[str, int, int]]:
-    """(type, first word, last word) from the argmax at each word's first piece, as evaluation reads a sentence
-    (a word without pieces counts as O), grouped by seqeval."""
+    """(type, first word, last word) as evaluation reads a sentence: the label log-probabilities at each word's
+    first piece, decoded as the tagger decodes (a word without pieces counts as O), grouped by seqeval."""
     encoded = tagger.tokenizer(tokens, is_split_into_words=True, return_tensors="pt")
     with torch.inference_mode():
-        best = tagger.model(**encoded).logits[0].argmax(dim=-1).tolist()
-    tags = ["O"] * len(tokens)
-    for position, word in reversed(list(enumerate(encoded.word_ids()))):  # the first piece of each word wins
+        log_probabilities = tagger.model(**encoded).logits[0].float().log_softmax(dim=-1).numpy()
+    first = {}
+    for position, word in enumerate(encoded.word_ids()):
         if word is not None:
-            tags[word] = tagger.model.config.id2label[best[position]]
+            first.setdefault(word, position)
+    labels = [tagger.model.config.id2label[i] for i in range(log_probabilities.shape[-1])]
+    seen = sorted(first)
+    decoded = decode(log_probabilities[[first[word] for word in seen]], labels, tagger.decoding)
+    tags = ["O"] * len(tokens)
+    for word, label in zip(seen, decoded):
+        tags[word] = labels[label]
     return get_entities(tags)
 
 

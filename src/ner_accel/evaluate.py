@@ -39,7 +39,7 @@ from .evaluation.analysis import error_analysis
 from .evaluation.intervals import paired_comparison
 from .evaluation.metrics import entity_metrics
 from .evaluation.scoring import EvaluationSet, collect_predictions
-from .inference.decoding import DECODINGS
+from .inference.decoding import DECODINGS, DEFAULT_DECODING
 from .inference.onnx_model import OnnxTokenClassifier, is_export
 from .inference.windows import Windowing
 from .modeling.loading import load_tokenizer, load_trained, sequence_limit
@@ -97,7 +97,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--overlap", type=int, help="Sub-tokens repeated between windows (default: a quarter).")
     parser.add_argument(
         "--decode",
-        default="argmax",
+        default=DEFAULT_DECODING,
         choices=DECODINGS,
         help="Tags from word probabilities: argmax, or viterbi (the best IOB2-valid sequence).",
     )

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from .data.lines import numbered_lines
 from .errors import UsageError, run_command
-from .inference.decoding import DECODINGS
+from .inference.decoding import DECODINGS, DEFAULT_DECODING
 from .inference.export_formats import EXPORT_FORMATS, EntityWriter, model_version
 from .inference.tagger import Tagger
 from .options.checks import check_values
@@ -86,7 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--overlap", type=int, help="Sub-tokens repeated between windows (default: a quarter).")
     parser.add_argument(
-        "--decode", default="argmax", choices=DECODINGS,
+        "--decode", default=DEFAULT_DECODING, choices=DECODINGS,
         help="Tags from word probabilities: argmax, or viterbi (the best IOB2-valid sequence).",
     )  # fmt: skip
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available).")

@@ -12,7 +12,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from ..data.alignment import IGNORE
-from ..inference.decoding import decode
+from ..inference.decoding import DEFAULT_DECODING, decode
 from ..inference.entities import fill_unseen
 from .metrics import entity_metrics
 
@@ -72,7 +72,7 @@ def collect_predictions(
     evaluation: EvaluationSet,
     accelerator: Accelerator,
     id2label: dict[int, str],
-    decoding: str = "argmax",
+    decoding: str = DEFAULT_DECODING,
     max_batches: int | None = None,
 ) -> WordPredictions:
     """Gold and decoded tags (and word losses) of every sentence of the set, in file order (with max_batches, of
@@ -100,7 +100,7 @@ def score(
     evaluation: EvaluationSet,
     accelerator: Accelerator,
     id2label: dict[int, str],
-    decoding: str = "argmax",
+    decoding: str = DEFAULT_DECODING,
     max_batches: int | None = None,
 ) -> dict:
     """Entity-level metrics (overall and per type, with 95 % intervals) of the model on the set's sentences."""
@@ -109,7 +109,11 @@ def score(
 
 
 def score_sets(
-    model, sets: dict[str, EvaluationSet], accelerator: Accelerator, id2label: dict[int, str], decoding: str = "argmax"
+    model,
+    sets: dict[str, EvaluationSet],
+    accelerator: Accelerator,
+    id2label: dict[int, str],
+    decoding: str = DEFAULT_DECODING,
 ) -> dict[str, dict]:
     """Metrics per evaluation set (language), plus their mean F1 when there are several."""
     results = {name: score(model, evaluation, accelerator, id2label, decoding) for name, evaluation in sets.items()}

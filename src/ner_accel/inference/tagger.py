@@ -17,7 +17,7 @@ from ..errors import UsageError
 from ..modeling.loading import load_tokenizer, load_trained, sequence_limit
 from ..modeling.unpadding import UNPADDED, Packing
 from ..rundir.artifacts import MODEL_DIR
-from .decoding import decode
+from .decoding import DEFAULT_DECODING, decode
 from .entities import extract_entities
 from .onnx_model import OnnxTokenClassifier, is_export
 from .windows import Window, Windowing, word_pieces
@@ -32,7 +32,7 @@ class Tagger:
     tokenizer: object
     windowing: Windowing  # how texts are cut into model inputs (the same as evaluation's)
     batch_size: int = 32
-    decoding: str = "argmax"  # how tags are read from word probabilities (inference/decoding.py)
+    decoding: str = DEFAULT_DECODING  # how tags are read from word probabilities (inference/decoding.py)
 
     @classmethod
     def load(
@@ -43,7 +43,7 @@ class Tagger:
         batch_size: int = 32,
         device: str | None = None,
         trust_remote_code: bool = False,
-        decoding: str = "argmax",
+        decoding: str = DEFAULT_DECODING,
     ) -> Tagger:
         """From a run directory (with model/), a model directory (any transformers token classifier) or an ONNX
         export (ner_accel.export: onnxruntime on the CPU, behind the same interface)."""
