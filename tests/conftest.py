@@ -173,9 +173,16 @@ def conll_dir(tmp_path) -> Path:
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
-    """Each test tokenizes into its own datasets cache and never reaches for the network."""
+    """Each test tokenizes into its own datasets cache, never reaches for the network, and starts with accelerate's
+    process-wide state empty (a command run by an earlier test leaves its mixed precision there, which a bare
+    `Accelerator()` would then take)."""
+    from accelerate.state import AcceleratorState
+
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "1"))
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def run_training(argv: list[str]) -> int:
