@@ -115,21 +115,23 @@ def run_ner_accel(args, flags: str, seed: int, scratch: Path, name: str) -> dict
     train += ["--language-fractions", *map(str, args.language_fractions)] if args.language_fractions else []
     train += shlex.split(flags)
     train_s = call(train, env, scratch / f"{name}.train.log")
-    eval_s, results = evaluate_model(args, env, output_dir / name, scratch, name)
     resolved = json.loads((output_dir / name / "train_config.json").read_text())
+    # Scored as the run decodes (ner_accel's default Viterbi; --recipe seed's argmax)
+    eval_s, results = evaluate_model(args, env, output_dir / name, scratch, name, resolved["decode"])
     shutil.rmtree(output_dir / name / "checkpoints")  # 1 GB a run for e5-small; the model stays for comparisons
     return dict(
         results=results,
         f1={language: results[language]["f1"] for language in args.eval_languages},
         eval_sentences={language: results[language]["sentences"] for language in args.eval_languages},
         precision=resolved["mixed_precision"],
+        decode=resolved["decode"],
         hyper_parameters={key: resolved[key] for key in HYPER_PARAMETERS},
         train_s=train_s,
         eval_s=eval_s,
     )
 
 
-def evaluate_model(args, env: dict, model: Path, scratch: Path, name: str, decode: str = "argmax") -> tuple:
+def evaluate_model(args, env: dict, model: Path, scratch: Path, name: str, decode: str) -> tuple:
     """ner_accel.evaluate of a model on every evaluation language: (seconds, results per language)."""
     report = scratch / f"{name}.{decode}.eval.json"
     evaluate = [sys.executable, "-m", "ner_accel.evaluate", "--model", str(model), "--data-dir", *args.eval_dirs]
@@ -182,7 +184,10 @@ def run_trainer(args, seed: int, scratch: Path, name: str) -> dict:
     f1 = {language: done["f1_per_set"][language] for language in args.eval_languages}
     extra = {}
     if args.compare:  # scored as ner_accel's runs are (every word, ner_accel.evaluate), to compare on equal terms
-        eval_s, results = evaluate_model(args, child_env(args, scratch), scratch / "runs" / name, scratch, name)
+        # argmax: what the recipe's compute_metrics reads
+        eval_s, results = evaluate_model(
+            args, child_env(args, scratch), scratch / "runs" / name, scratch, name, "argmax"
+        )
         extra = dict(f1_trainer_metrics=f1, evaluate_s=eval_s, results=results)
         f1 = {language: results[language]["f1"] for language in args.eval_languages}
     return dict(
@@ -431,9 +436,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument(
         "--decodes",
         nargs="+",
-        default=["argmax"],
+        default=[],
         choices=["argmax", "viterbi"],
-        help="also evaluate each ner_accel model with these decodings (a run CONFIG+viterbi, paired with CONFIG)",
+        help="also evaluate each ner_accel model with these decodings besides its own (the default's viterbi, the "
+        "seed recipe's argmax): a run CONFIG+argmax, paired with CONFIG",
     )
     parser.add_argument("--keep-models", help="move each run's model/ here (default: removed after its seed)")
     parser.add_argument("--save-model", help=argparse.SUPPRESS)
@@ -469,7 +475,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                     result = run_ner_accel(args, flags, seed, Path(scratch), name)
                 found = {config: result}
                 model = Path(scratch) / "runs" / name
-                for decode in [d for d in args.decodes if d != "argmax"] if flags is not None else []:
+                for decode in [d for d in args.decodes if d != result.get("decode")] if flags is not None else []:
                     eval_s, results = evaluate_model(
                         args, child_env(args, Path(scratch)), model, Path(scratch), name, decode
                     )
