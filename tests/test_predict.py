@@ -159,6 +159,21 @@ def test_batch_size_and_order_do_not_change_results(gazetteer):
     assert one == many
 
 
+def test_batches_hold_at_most_the_token_budget(gazetteer):
+    """Windows go to batches by padded tokens too: a long document's windows are split, with the same entities."""
+    texts = ["Paris", "Angela Merkel besuchte Paris. " * 6, "Johann Bach lebte in Berlin", "x"]
+    tagger = Tagger.load(str(gazetteer), max_length=16, batch_size=64)
+    capped = Tagger.load(str(gazetteer), max_length=16, batch_size=64)
+    capped.max_batch_tokens = 40
+    seen = []
+    run = capped.word_probabilities
+    capped.word_probabilities = lambda batch: seen.append(batch) or run(batch)
+    assert capped.tag(texts) == tagger.tag(texts)
+    widths = [[len(window.input_ids) for window in batch] for batch in seen]
+    assert len(widths) > 2 and all(len(batch) * max(batch) <= 40 for batch in widths)
+    assert sum(map(len, widths)) > len(texts)  # the long text went in several windows
+
+
 PIPELINE_TEXTS = [
     "Angela Merkel besuchte Paris.",
     "Die Deutsche Bahn fährt nach  Berlin , und Johann   Bach lebte in Leipzig!",

@@ -162,7 +162,8 @@ Exported by `ner_accel.export` from `{report["source"]}` on {report["exported_at
 ## Parity gate: {status}
 
 {check["sentences"]} sentences ({report["check_data"]}), {check["real_tokens"]} real sub-tokens, tagged by the torch
-model as `ner_accel.predict` runs it and by onnxruntime, with the same windows and decoding. Rule: {check["rule"]}.
+model as `ner_accel.predict` runs it and by onnxruntime, with the same windows and decoding ({check["decoding"]}).
+Rule: {check["rule"]}.
 Largest absolute logit difference {check["max_abs_logit_difference"]:.2e} (mean {check["mean_abs_logit_difference"]:.2e});
 sentences whose entities differ: {check["sentences_with_other_entities"]}.
 

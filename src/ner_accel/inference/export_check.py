@@ -15,6 +15,7 @@ from ..evaluation.metrics import entity_metrics
 from ..evaluation.scoring import EvaluationSet, collect_predictions
 from ..modeling.unpadding import UNPADDED
 from ..training.precision import end_accelerator, make_accelerator
+from .decoding import DEFAULT_DECODING
 from .entities import extract_entities
 from .windows import Windowing
 
@@ -56,7 +57,7 @@ class Pass:
     logits: list[np.ndarray]
 
 
-def check_pass(model, rows, tokenizer, gold: list[list[str]], batch_size: int) -> Pass:
+def check_pass(model, rows, tokenizer, gold: list[list[str]], batch_size: int, decoding: str) -> Pass:
     """The model over the scoring rows at fp32 on this process, through evaluation/scoring.collect_predictions."""
     accelerator = make_accelerator("no")
     try:
@@ -64,7 +65,8 @@ def check_pass(model, rows, tokenizer, gold: list[list[str]], batch_size: int) -
         loader = make_loader(rows, tokenizer, batch_size, seed=0, train=False, pack=pack, columns=SCORING_INPUTS)
         recorder = Recorder(model)
         with torch.inference_mode():
-            predictions = collect_predictions(recorder, EvaluationSet(loader, gold), accelerator, model.config.id2label)
+            evaluation = EvaluationSet(loader, gold)
+            predictions = collect_predictions(recorder, evaluation, accelerator, model.config.id2label, decoding)
     finally:
         end_accelerator(accelerator)
     return Pass(predictions.predicted, recorder.logits)
@@ -85,6 +87,7 @@ def parity_report(
     quantized: bool,
     batch_size: int = 64,
     tolerance: float = LOGITS_TOLERANCE,
+    decoding: str = DEFAULT_DECODING,
 ) -> dict:
     """Both models on the same scoring rows (sentence order and batches identical), compared: the largest logit
     difference, the sentences whose entities differ, F1 overall and per type; `passed` by the rule for the kind."""
@@ -92,8 +95,8 @@ def parity_report(
     check_known_tags(sentences, labels, name, "the model's labels")
     rows = encode_for_scoring(to_dataset(sentences, name), tokenizer, labels, windowing, name)
     gold = [s["tags"] for s in sentences]
-    reference = check_pass(torch_model, rows, tokenizer, gold, batch_size)
-    candidate = check_pass(exported, rows, tokenizer, gold, batch_size)
+    reference = check_pass(torch_model, rows, tokenizer, gold, batch_size, decoding)
+    candidate = check_pass(exported, rows, tokenizer, gold, batch_size, decoding)
     difference = np.concatenate([np.abs(a - b).ravel() for a, b in zip(reference.logits, candidate.logits)])
     differing = [
         i for i, (a, b) in enumerate(zip(reference.predicted, candidate.predicted))
@@ -105,6 +108,7 @@ def parity_report(
     report = {
         "kind": "int8" if quantized else "fp32",
         "sentences": len(sentences),
+        "decoding": decoding,
         "real_tokens": int(difference.size // max(len(labels), 1)),
         "max_abs_logit_difference": float(difference.max()) if difference.size else 0.0,
         "mean_abs_logit_difference": float(difference.mean()) if difference.size else 0.0,

@@ -6,6 +6,7 @@ overlapping windows, each word taking its tags from the window where it sits mos
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,10 @@ class Tagger:
     windowing: Windowing  # how texts are cut into model inputs (the same as evaluation's)
     batch_size: int = 32
     decoding: str = DEFAULT_DECODING  # how tags are read from word probabilities (inference/decoding.py)
+    # Padded tokens a batch may hold (rows times its longest window): batch_size sentences fit many times over, and
+    # long documents' 512-token windows go 16 to a batch, which bounds a padded forward's attention scores (an ONNX
+    # export materialises them: 64 such windows took 6.4 GB).
+    max_batch_tokens: int = 8192
 
     @classmethod
     def load(
@@ -100,8 +105,7 @@ class Tagger:
         if progress is not None:
             progress.update(len(texts) - len(with_words))
         rows = {i: np.full((len(words[i]), len(self.model.config.id2label)), np.nan, np.float32) for i in with_words}
-        for first in range(0, len(jobs), self.batch_size):
-            batch = jobs[first : first + self.batch_size]
+        for batch in self.batches(jobs):
             for (doc, window), probabilities in zip(batch, self.word_probabilities([job[1] for job in batch])):
                 for offset, central in enumerate(window.central):  # each word from the window it sits most central
                     if central:
@@ -113,6 +117,19 @@ class Tagger:
         for doc in with_words:
             results[doc] = self.entities(texts[doc], spans[doc], rows[doc])
         return results
+
+    def batches(self, jobs: list[tuple[int, Window]]) -> Iterator[list[tuple[int, Window]]]:
+        """Consecutive runs of the length-sorted jobs, each at most batch_size windows and max_batch_tokens padded
+        tokens (a run's newest window is its longest)."""
+        batch: list[tuple[int, Window]] = []
+        for job in jobs:
+            width = len(job[1].input_ids)
+            if batch and (len(batch) == self.batch_size or (len(batch) + 1) * width > self.max_batch_tokens):
+                yield batch
+                batch = []
+            batch.append(job)
+        if batch:
+            yield batch
 
     def entities(self, text: str, spans: list[tuple[int, int]], probabilities: np.ndarray) -> list[dict]:
         """Entities from per-word probabilities; score: the mean probability of its words' tags.
