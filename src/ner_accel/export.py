@@ -203,7 +203,7 @@ def write_export(args: argparse.Namespace, source: Path, staging: Path, sentence
         try:
             export_fp32(model, fp32, args.opset)
             fp32_mb = megabytes(fp32)
-            quantize_int8(fp32, target)
+            quantize_int8(fp32, target, model.config)
         finally:
             shutil.rmtree(fp32.parent, ignore_errors=True)
     else:
