@@ -3,8 +3,8 @@ sentences as torch does, or nothing is written.
 
 fp32, checked on the run's validation sentences:
     python -m ner_accel.export --model artifacts/run --output artifacts/run-onnx
-INT8 (dynamic quantization: the word embedding and the weights in 8 bits but the feed-forward outputs' and the
-classifier's), checked on other sentences:
+INT8 (the graph fused by onnxruntime's transformer optimizer, then dynamic quantization: the word embedding and
+every weight matrix in 8 bits), checked on other sentences:
     python -m ner_accel.export --model artifacts/run --output artifacts/run-int8 --quantize int8 --check-data data/de
 Then tag or evaluate with the export as with the torch model:
     python -m ner_accel.predict --model artifacts/run-int8 "Angela Merkel besuchte Paris."
@@ -55,8 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", required=True, help="Directory to write the export into (replaced whole).")
     parser.add_argument(
         "--quantize", default="none", choices=["none", "int8"],
-        help="int8: the word embedding and most weights in 8 bits (onnxruntime's dynamic quantization), under a "
-        "third of the size; none: fp32.",
+        help="int8: the word embedding and every weight matrix in 8 bits (onnxruntime's dynamic quantization), a "
+        "quarter of the size; none: fp32.",
     )  # fmt: skip
     parser.add_argument(
         "--check-data", nargs="+",
