@@ -632,7 +632,9 @@ def save(obj, f, *args, **kwargs):
     return real_save(obj, f, *args, **kwargs)
 torch.save = save
 codes.append(main(fresh))
-print("exit codes", codes, file=sys.stderr)
+# one write(2) of the whole line: the two processes share the pipe, and print's separate writes of "exit codes", the
+# list and the newline interleaved between them (seen in CI: "exit codesexit codes [2, 1]")
+os.write(2, f"exit codes {codes}\\n".encode())
 """
 
 
