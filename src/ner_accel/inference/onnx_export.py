@@ -42,8 +42,8 @@ def padded_form(model: torch.nn.Module) -> torch.nn.Module:
     """A copy running transformers' padded eager attention: the graph ONNX gets (the unpadded attention's packing is
     host-side bookkeeping, which a graph with dynamic axes does not carry), in eval mode, on the CPU. Eager, not sdpa:
     the exported sdpa carries a NaN guard (IsNaN, Where) per layer that onnxruntime runs as separate kernels, and its
-    head transposes are not the ones the transformer optimizer folds; INT8 measured 1.04x to 1.09x faster from an eager
-    export on the same weights (BENCHMARKS.md), fp32 the same speed."""
+    head transposes are not the ones the transformer optimizer folds. Unfused, INT8 of the two graphs ran alike; the
+    eager graph fused ran 1.04x to 1.09x faster (BENCHMARKS.md; the sdpa graph fused was not measured in INT8)."""
     padded = copy.deepcopy(model).to("cpu").float().eval()
     padded.set_attn_implementation("eager")
     return padded
