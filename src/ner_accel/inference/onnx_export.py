@@ -101,26 +101,21 @@ def quantize_int8(source: Path, target: Path, config) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers.optimizer import optimize_model
 
-    fused = target.parent / f".fused-{target.name}"
-    external = sum(path.stat().st_size for path in source.parent.glob(f"{source.name}*")) > SINGLE_FILE_BYTES
-    try:
-        with quiet_exporter():
-            # model_type "bert": the BERT-family fusions (XLM-R, BERT, DistilBERT's layers); a pattern that does not
-            # match another architecture is left as it is, and the gate judges the graph either way. opt_level 0: the
-            # fusions only; the session applies onnxruntime's own graph optimizations when it loads the file.
-            optimized = optimize_model(
-                str(source),
-                "bert",
-                getattr(config, "num_attention_heads", 0),
-                getattr(config, "hidden_size", 0),
-                opt_level=0,
-            )
-            optimized.save_model_to_file(str(fused), use_external_data_format=external)
-            del optimized
-            quantize_dynamic(fused, target, weight_type=QuantType.QInt8, per_channel=True)
-    finally:
-        for leftover in target.parent.glob(f"{fused.name}*"):
-            leftover.unlink()
+    fused = source.with_name(f"fused-{source.name}")  # beside the fp32 graph: the caller's scratch, removed with it
+    with quiet_exporter():
+        # model_type "bert": the BERT-family fusions (XLM-R, BERT, DistilBERT's layers); a pattern that does not match
+        # another architecture is left as it is, and the gate judges the graph either way. opt_level 0: the fusions
+        # only; the session applies onnxruntime's own graph optimizations when it loads the file.
+        optimized = optimize_model(
+            str(source),
+            "bert",
+            getattr(config, "num_attention_heads", 0),
+            getattr(config, "hidden_size", 0),
+            opt_level=0,
+        )
+        optimized.save_model_to_file(str(fused), use_external_data_format=True)  # any size: it is only read back
+        del optimized  # the float weights, not held while quantize_dynamic loads its own copy
+        quantize_dynamic(fused, target, weight_type=QuantType.QInt8, per_channel=True)
 
 
 def onnx_opset(path: Path) -> int:
